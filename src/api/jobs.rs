@@ -1,0 +1,461 @@
+//! The jobs API: submit, follow, fetch the result, cancel, delete, list.
+
+use poem::Request;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::ParseFromJSON;
+use poem_openapi::{ApiResponse, OpenApi};
+use uuid::Uuid;
+
+use super::problem::{impl_problem_responses, Problem};
+use super::submit::{caller_scope, fingerprint, validate_submission};
+use super::types::*;
+use super::{ApiState, ApiTags};
+use crate::job::{Idempotency, Job, JobStatus};
+use crate::store::{self, jobs::Cancelled, jobs::Deleted, jobs::Inserted, results::ResultLookup};
+
+/// How long clients are told to wait between polls of a job that is due now.
+const POLL_AFTER_SECS: u32 = 1;
+/// The longest `Retry-After` given for a job scheduled in the future.
+const MAX_POLL_AFTER_SECS: i64 = 3600;
+const DEFAULT_LIST_LIMIT: u32 = 100;
+
+pub struct JobsApi {
+    pub state: ApiState,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "SubmitJobResponse::bad_request_handler")]
+pub enum SubmitJobResponse {
+    /// The job is stored and will run. `Location` is its status monitor; poll it after `Retry-After`
+    /// seconds. A repeat of an earlier request with the same `Idempotency-Key` gets the same job.
+    #[oai(status = 202)]
+    Accepted(
+        Json<JobMonitor>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "Retry-After")] u32,
+    ),
+    /// The body is not valid JSON, misses `kind`, names an unknown kind, or has a payload the kind rejects.
+    /// Nothing was stored.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// The body is larger than the server's limit. Nothing was stored.
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The body is not `application/json`. Nothing was stored.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// The `Idempotency-Key` was used before with a different request. Nothing was stored.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>),
+    /// The database is unreachable; the job was not accepted. Retry after `Retry-After` seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
+    /// An unexpected error; it has been logged.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+impl_problem_responses!(SubmitJobResponse, id_is_path = false, {
+    400 => BadRequest, 413 => PayloadTooLarge, 415 => UnsupportedMediaType, 422 => Unprocessable,
+});
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "SubmitBatchResponse::bad_request_handler")]
+pub enum SubmitBatchResponse {
+    /// Every job is stored; one status monitor per job, in the order sent.
+    #[oai(status = 202)]
+    Accepted(Json<BatchAccepted>, #[oai(header = "Retry-After")] u32),
+    /// A job is invalid (`index` names the first one) or the batch is empty or too long. Nothing was stored.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// The body is larger than the server's limit. Nothing was stored.
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The body is not `application/json`. Nothing was stored.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// The database is unreachable; nothing was accepted. Retry after `Retry-After` seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
+    /// An unexpected error; it has been logged.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+impl_problem_responses!(SubmitBatchResponse, id_is_path = false, {
+    400 => BadRequest, 413 => PayloadTooLarge, 415 => UnsupportedMediaType,
+});
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "GetJobResponse::bad_request_handler")]
+pub enum GetJobResponse {
+    /// The job has not succeeded: `queued` or `running` (poll again after `Retry-After` seconds), or
+    /// finished as `failed` or `cancelled` (see `error`; no `Retry-After`). With `redirect=false`, also a
+    /// `succeeded` job, with `result_url`.
+    #[oai(status = 200)]
+    Ok(
+        Json<JobMonitor>,
+        #[oai(header = "Retry-After")] Option<u32>,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// The job has succeeded: its result is at `Location`.
+    #[oai(status = 302)]
+    Found(
+        Json<JobMonitor>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// No job has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// A query parameter is invalid.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// The database is unreachable. Retry after `Retry-After` seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
+    /// An unexpected error; it has been logged.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+impl_problem_responses!(GetJobResponse, id_is_path = true, { 404 => NotFound, 400 => BadRequest });
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "GetJobResultResponse::bad_request_handler")]
+pub enum GetJobResultResponse {
+    /// The result, with the content type the job stored it with.
+    #[oai(status = 200)]
+    Ok(ResultBody),
+    /// No job has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The job has not succeeded (yet, or ever): `job_status` says where it is.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// The database is unreachable. Retry after `Retry-After` seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
+    /// An unexpected error; it has been logged.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+impl_problem_responses!(GetJobResultResponse, id_is_path = true, { 404 => NotFound, 409 => Conflict });
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "CancelJobResponse::bad_request_handler")]
+pub enum CancelJobResponse {
+    /// The job is now `cancelled` (it was queued, or was already cancelled).
+    #[oai(status = 200)]
+    Cancelled(Json<JobMonitor>),
+    /// The job is running and has been asked to stop; poll the status monitor to see it end.
+    #[oai(status = 202)]
+    Requested(Json<JobMonitor>, #[oai(header = "Location")] String),
+    /// The job already succeeded or failed; nothing changed.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// No job has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The database is unreachable. Retry after `Retry-After` seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
+    /// An unexpected error; it has been logged.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+impl_problem_responses!(CancelJobResponse, id_is_path = true, { 404 => NotFound, 409 => Conflict });
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "DeleteJobResponse::bad_request_handler")]
+pub enum DeleteJobResponse {
+    /// The job and its result are gone.
+    #[oai(status = 204)]
+    Deleted,
+    /// The job is queued or running; cancel it first, or wait for it to finish.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// No job has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The database is unreachable. Retry after `Retry-After` seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
+    /// An unexpected error; it has been logged.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+impl_problem_responses!(DeleteJobResponse, id_is_path = true, { 404 => NotFound, 409 => Conflict });
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "ListJobsResponse::bad_request_handler")]
+pub enum ListJobsResponse {
+    /// A page of jobs, newest first. Pass `next_cursor` as `cursor` for the next page.
+    #[oai(status = 200)]
+    Ok(Json<JobList>),
+    /// A filter, `limit` or `cursor` is invalid.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// The database is unreachable. Retry after `Retry-After` seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
+    /// An unexpected error; it has been logged.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+impl_problem_responses!(ListJobsResponse, id_is_path = false, { 400 => BadRequest });
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_list_limit() -> u32 {
+    DEFAULT_LIST_LIMIT
+}
+
+/// Seconds until the job is worth polling again: 1 while it is due, else until its `run_at`.
+fn poll_after(job: &Job) -> u32 {
+    let until_due = (job.run_at - chrono::Utc::now()).num_seconds();
+    u32::try_from(until_due.clamp(i64::from(POLL_AFTER_SECS), MAX_POLL_AFTER_SECS)).unwrap_or(POLL_AFTER_SECS)
+}
+
+const NO_STORE: &str = "no-store";
+
+#[OpenApi(tag = "ApiTags::Jobs")]
+impl JobsApi {
+    /// Submit a job
+    ///
+    /// Stores the job and answers at once with **202 Accepted**: `Location` is the job's status monitor,
+    /// `Retry-After` says when to poll it. The job row is committed before the answer is sent, so an
+    /// accepted job is never lost. An invalid request is answered 400 and nothing is stored.
+    ///
+    /// Send an `Idempotency-Key` to make retries safe: the same key with the same request returns the same
+    /// job; with a different request, 422.
+    #[oai(path = "/v1/jobs", method = "post", operation_id = "submit_job")]
+    async fn submit_job(
+        &self,
+        request: &Request,
+        body: Json<SubmitJob>,
+        /// Makes the submission safe to retry: up to 255 characters, unique per caller.
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
+        idempotency_key: Header<Option<String>>,
+    ) -> SubmitJobResponse {
+        let submit = body.0;
+        let fingerprint = idempotency_key.0.as_ref().map(|_| fingerprint(&submit));
+        let mut job = match validate_submission(&self.state.registry, submit) {
+            Ok(job) => job,
+            Err(detail) => return Problem::bad_request(detail).into(),
+        };
+        if let (Some(key), Some(fingerprint)) = (idempotency_key.0, fingerprint) {
+            if key.contains('\0') {
+                return Problem::bad_request("Idempotency-Key must not contain NUL characters").into();
+            }
+            job.idempotency = Some(Idempotency {
+                caller: caller_scope(request),
+                key,
+                fingerprint,
+            });
+        }
+        match store::jobs::insert_one(&self.state.pool, &job).await {
+            Ok(Inserted::Created(job)) | Ok(Inserted::Existing(job)) => {
+                let location = monitor_path(job.id);
+                let retry_after = poll_after(&job);
+                SubmitJobResponse::Accepted(Json(job.into()), location, retry_after)
+            }
+            Ok(Inserted::KeyConflict) => Problem::new(
+                poem::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused with a different request",
+                "this Idempotency-Key was already used with a different request; use a new key for a new job",
+            )
+            .into(),
+            Err(err) => Problem::from_db(err).into(),
+        }
+    }
+
+    /// Submit many jobs
+    ///
+    /// Up to 1,000 jobs in one request, stored in one transaction: all of them, or none. Every job is
+    /// validated first; the first invalid one is named by `index` in the 400 answer.
+    #[oai(path = "/v1/jobs/batch", method = "post", operation_id = "submit_jobs_batch")]
+    async fn submit_jobs_batch(&self, body: Json<SubmitBatch>) -> SubmitBatchResponse {
+        let mut jobs = Vec::with_capacity(body.0.jobs.len());
+        for (index, item) in body.0.jobs.into_iter().enumerate() {
+            let parsed = SubmitJob::parse_from_json(Some(item.0))
+                .map_err(|err| format!("jobs[{index}] is invalid: {}", err.into_message()))
+                .and_then(|submit| {
+                    validate_submission(&self.state.registry, submit)
+                        .map_err(|detail| format!("jobs[{index}] is invalid: {detail}"))
+                });
+            match parsed {
+                Ok(job) => jobs.push(job),
+                Err(detail) => {
+                    let mut problem = Problem::bad_request(detail);
+                    problem.index = u32::try_from(index).ok();
+                    return problem.into();
+                }
+            }
+        }
+        match store::jobs::insert_many(&self.state.pool, &jobs).await {
+            Ok(stored) => {
+                let retry_after = stored.iter().map(poll_after).min().unwrap_or(POLL_AFTER_SECS);
+                let jobs = stored.into_iter().map(JobMonitor::from).collect();
+                SubmitBatchResponse::Accepted(Json(BatchAccepted { jobs }), retry_after)
+            }
+            Err(err) => Problem::from_db(err).into(),
+        }
+    }
+
+    /// Get a job's status (the status monitor)
+    ///
+    /// **200** with `Retry-After` while the job is `queued` or `running`. **302** to the result once it has
+    /// `succeeded`. **200** with `error` once it has `failed` or been `cancelled`. Clients that cannot
+    /// follow redirects pass `redirect=false` to get 200 with `result_url` instead of the 302.
+    #[oai(path = "/v1/jobs/:id", method = "get", operation_id = "get_job")]
+    async fn get_job(
+        &self,
+        /// The job's id, from the `Location` of the 202.
+        id: Path<Uuid>,
+        /// `false`: answer a succeeded job with 200 and `result_url` instead of 302.
+        #[oai(default = "default_true")]
+        redirect: Query<bool>,
+    ) -> GetJobResponse {
+        let job = match store::jobs::get(&self.state.pool, id.0).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return Problem::job_not_found().into(),
+            Err(err) => return Problem::from_db(err).into(),
+        };
+        match job.status {
+            JobStatus::Succeeded if redirect.0 => {
+                GetJobResponse::Found(Json(job.clone().into()), result_path(job.id), NO_STORE.to_owned())
+            }
+            JobStatus::Queued | JobStatus::Running => {
+                let retry_after = poll_after(&job);
+                GetJobResponse::Ok(Json(job.into()), Some(retry_after), NO_STORE.to_owned())
+            }
+            _ => GetJobResponse::Ok(Json(job.into()), None, NO_STORE.to_owned()),
+        }
+    }
+
+    /// Get a job's result
+    ///
+    /// The stored result of a succeeded job, with the content type it was stored with. **409** (with
+    /// `job_status`) while the job has not succeeded.
+    #[oai(path = "/v1/jobs/:id/result", method = "get", operation_id = "get_job_result")]
+    async fn get_job_result(&self, id: Path<Uuid>) -> GetJobResultResponse {
+        match store::results::get(&self.state.pool, id.0).await {
+            Ok(ResultLookup::Found(result)) => GetJobResultResponse::Ok(ResultBody {
+                content_type: result.content_type,
+                body: result.body,
+            }),
+            Ok(ResultLookup::NotReady(status)) => {
+                let detail = if status.is_terminal() {
+                    format!("the job ended `{status}`; only a succeeded job has a result")
+                } else {
+                    format!("the job is `{status}`; poll its status monitor until it succeeds")
+                };
+                let mut problem = Problem::conflict("job-not-succeeded", "The job has no result", detail);
+                problem.job_status = Some(status.to_string());
+                problem.into()
+            }
+            Ok(ResultLookup::NotFound) => Problem::job_not_found().into(),
+            Err(err) => Problem::from_db(err).into(),
+        }
+    }
+
+    /// Cancel a job
+    ///
+    /// A queued job is cancelled at once (**200**). A running job is asked to stop (**202**); its handler
+    /// sees the request and ends the job `cancelled`. A job that already succeeded or failed cannot be
+    /// cancelled (**409**).
+    #[oai(path = "/v1/jobs/:id/cancel", method = "post", operation_id = "cancel_job")]
+    async fn cancel_job(&self, id: Path<Uuid>) -> CancelJobResponse {
+        match store::jobs::cancel(&self.state.pool, id.0).await {
+            Ok(Cancelled::Done(job)) => CancelJobResponse::Cancelled(Json(job.into())),
+            Ok(Cancelled::Requested(job)) => {
+                let location = monitor_path(job.id);
+                CancelJobResponse::Requested(Json(job.into()), location)
+            }
+            Ok(Cancelled::Finished(job)) => {
+                let mut problem = Problem::conflict(
+                    "job-finished",
+                    "The job has already finished",
+                    format!("the job ended `{}`; a finished job cannot be cancelled", job.status),
+                );
+                problem.job_status = Some(job.status.to_string());
+                problem.into()
+            }
+            Ok(Cancelled::NotFound) => Problem::job_not_found().into(),
+            Err(err) => Problem::from_db(err).into(),
+        }
+    }
+
+    /// Delete a finished job
+    ///
+    /// Removes a `succeeded`, `failed` or `cancelled` job and its result. A queued or running job is left
+    /// alone (**409**): cancel it first.
+    #[oai(path = "/v1/jobs/:id", method = "delete", operation_id = "delete_job")]
+    async fn delete_job(&self, id: Path<Uuid>) -> DeleteJobResponse {
+        match store::jobs::delete(&self.state.pool, id.0).await {
+            Ok(Deleted::Done) => DeleteJobResponse::Deleted,
+            Ok(Deleted::NotFinished(status)) => {
+                let mut problem = Problem::conflict(
+                    "job-not-finished",
+                    "The job has not finished",
+                    format!("the job is `{status}`; cancel it or wait for it to finish before deleting it"),
+                );
+                problem.job_status = Some(status.to_string());
+                problem.into()
+            }
+            Ok(Deleted::NotFound) => Problem::job_not_found().into(),
+            Err(err) => Problem::from_db(err).into(),
+        }
+    }
+
+    /// List jobs
+    ///
+    /// Jobs newest first, optionally filtered by `status`, `kind` and `queue`. Pages are at most `limit`
+    /// long (default 100, at most 500); pass `next_cursor` back as `cursor` for the next page.
+    #[oai(path = "/v1/jobs", method = "get", operation_id = "list_jobs")]
+    async fn list_jobs(
+        &self,
+        /// Only jobs with this status.
+        status: Query<Option<JobStatusName>>,
+        /// Only jobs of this kind.
+        kind: Query<Option<String>>,
+        /// Only jobs in this queue.
+        queue: Query<Option<String>>,
+        /// Page size.
+        #[oai(default = "default_list_limit", validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<u32>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ListJobsResponse {
+        let before = match cursor.0.as_deref().map(str::parse::<Uuid>) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(_)) => {
+                return Problem::bad_request("`cursor` is not a cursor this server gave out; pass `next_cursor` as it came").into()
+            }
+        };
+        let filter = store::jobs::ListFilter {
+            status: status.0.map(JobStatus::from),
+            kind: kind.0,
+            queue: queue.0,
+            before,
+            limit: i64::from(limit.0) + 1,
+        };
+        match store::jobs::list(&self.state.pool, &filter).await {
+            Ok(mut jobs) => {
+                let page = limit.0 as usize;
+                let next_cursor = if jobs.len() > page {
+                    jobs.truncate(page);
+                    jobs.last().map(|job| job.id.to_string())
+                } else {
+                    None
+                };
+                let jobs = jobs.into_iter().map(JobMonitor::from).collect();
+                ListJobsResponse::Ok(Json(JobList { jobs, next_cursor }))
+            }
+            Err(err) => Problem::from_db(err).into(),
+        }
+    }
+}

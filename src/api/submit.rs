@@ -1,0 +1,98 @@
+//! Turning a submitted body into a [`NewJob`]: the kind must exist and accept the payload, and nothing
+//! PostgreSQL would reject (NUL characters) may get through to become a 500.
+
+use poem::Request;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::types::SubmitJob;
+use crate::job::NewJob;
+use crate::kinds::Registry;
+
+/// Validates a submission against the kinds this server knows. `Err` is a message for a 400.
+pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<NewJob, String> {
+    if submit.kind.contains('\0') {
+        return Err("`kind` must not contain NUL characters".to_owned());
+    }
+    if submit.queue.contains('\0') {
+        return Err("`queue` must not contain NUL characters".to_owned());
+    }
+    let Some(handler) = registry.get(&submit.kind) else {
+        return Err(format!(
+            "unknown kind `{}`; this server runs: {}",
+            submit.kind,
+            registry.kinds().join(", ")
+        ));
+    };
+    let payload = match submit.payload {
+        Value::Null => Value::Object(Default::default()),
+        payload => payload,
+    };
+    if contains_nul(&payload) {
+        return Err("`payload` must not contain NUL characters (\\u0000): PostgreSQL cannot store them".to_owned());
+    }
+    handler.validate(&payload)?;
+    Ok(NewJob {
+        payload,
+        queue: submit.queue,
+        priority: submit.priority,
+        run_at: submit.run_at,
+        max_attempts: submit.max_attempts,
+        timeout_secs: submit.timeout_secs,
+        ..NewJob::new(submit.kind, Value::Null)
+    })
+}
+
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(key, value)| key.contains('\0') || contains_nul(value)),
+        _ => false,
+    }
+}
+
+/// Who an `Idempotency-Key` belongs to. jobdock has no users of its own, so callers are told apart by the
+/// credentials they present (a hash of `Authorization`, never the secret itself); callers without
+/// credentials share one scope.
+pub fn caller_scope(request: &Request) -> String {
+    match request.headers().get(poem::http::header::AUTHORIZATION) {
+        Some(credentials) => format!("auth:{}", hex(&Sha256::digest(credentials.as_bytes()))[..32].to_owned()),
+        None => "anonymous".to_owned(),
+    }
+}
+
+/// A digest of everything that defines the job, with defaults applied and object keys sorted, so the same
+/// request always gives the same fingerprint however its JSON was laid out.
+pub fn fingerprint(submit: &SubmitJob) -> String {
+    let canonical = serde_json::json!({
+        "kind": submit.kind,
+        "payload": match &submit.payload {
+            Value::Null => Value::Object(Default::default()),
+            payload => canonical(payload),
+        },
+        "queue": submit.queue,
+        "priority": submit.priority,
+        "run_at": submit.run_at.map(|at| at.to_rfc3339()),
+        "max_attempts": submit.max_attempts,
+        "timeout_secs": submit.timeout_secs,
+    });
+    hex(&Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// Sorts object keys recursively (serde_json may be built to keep insertion order).
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

@@ -1,0 +1,261 @@
+//! The API's schemas: what clients send and what they get back.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Payload;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::{Enum, Object};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::job::{Job, JobStatus};
+
+/// A job to run.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "SubmitJob", deny_unknown_fields)]
+pub struct SubmitJob {
+    /// What the job does: a kind this server knows (built in: `echo`, `sleep`, `fail`). An unknown kind is
+    /// answered 400.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub kind: String,
+    /// The kind's input. Defaults to `{}`. `echo` takes anything; `sleep` takes `{"ms": N}`; `fail` takes
+    /// `{"message": "...", "retryable": bool}`.
+    #[oai(default)]
+    pub payload: Value,
+    /// The queue the job belongs to, for grouping and filtering.
+    #[oai(default = "default_queue", validator(min_length = 1, max_length = 255))]
+    pub queue: String,
+    /// Higher runs first among due jobs.
+    #[oai(default, validator(minimum(value = "-1000000"), maximum(value = "1000000")))]
+    pub priority: i32,
+    /// Do not start before this time (RFC 3339). Defaults to now.
+    pub run_at: Option<DateTime<Utc>>,
+    /// How many attempts a job gets before it ends `failed` (retryable failures, timeouts, crashed
+    /// workers all use one).
+    #[oai(default = "default_max_attempts", validator(minimum(value = "1"), maximum(value = "100")))]
+    pub max_attempts: i32,
+    /// How long one attempt may run before it is stopped and counted as failed (retryable).
+    #[oai(default = "default_timeout_secs", validator(minimum(value = "1"), maximum(value = "604800")))]
+    pub timeout_secs: i32,
+}
+
+fn default_queue() -> String {
+    crate::job::DEFAULT_QUEUE.to_owned()
+}
+
+fn default_max_attempts() -> i32 {
+    crate::job::DEFAULT_MAX_ATTEMPTS
+}
+
+fn default_timeout_secs() -> i32 {
+    crate::job::DEFAULT_TIMEOUT_SECS
+}
+
+/// Where a job is in its life. `succeeded`, `failed` and `cancelled` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "JobStatus", rename_all = "lowercase")]
+pub enum JobStatusName {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl From<JobStatus> for JobStatusName {
+    fn from(status: JobStatus) -> Self {
+        match status {
+            JobStatus::Queued => JobStatusName::Queued,
+            JobStatus::Running => JobStatusName::Running,
+            JobStatus::Succeeded => JobStatusName::Succeeded,
+            JobStatus::Failed => JobStatusName::Failed,
+            JobStatus::Cancelled => JobStatusName::Cancelled,
+        }
+    }
+}
+
+impl From<JobStatusName> for JobStatus {
+    fn from(status: JobStatusName) -> Self {
+        match status {
+            JobStatusName::Queued => JobStatus::Queued,
+            JobStatusName::Running => JobStatus::Running,
+            JobStatusName::Succeeded => JobStatus::Succeeded,
+            JobStatusName::Failed => JobStatus::Failed,
+            JobStatusName::Cancelled => JobStatus::Cancelled,
+        }
+    }
+}
+
+/// The status monitor: everything a client needs to follow a job.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "JobMonitor")]
+pub struct JobMonitor {
+    /// The job's id (UUIDv7).
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub status: JobStatusName,
+    /// Attempts started so far (0 until a worker first claims the job).
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub priority: i32,
+    pub timeout_secs: i32,
+    /// The latest progress the job reported, e.g. `{"percent": 40, "message": "..."}`; null until it
+    /// reports any.
+    #[oai(nullable)]
+    pub progress: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When the latest attempt started.
+    #[oai(nullable)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the job reached a final status.
+    #[oai(nullable)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the job is (or was) due to run.
+    pub run_at: DateTime<Utc>,
+    /// True once someone asked to cancel the job.
+    pub cancel_requested: bool,
+    /// The latest attempt's error, as a problem-details object (`type`, `title`, `detail`, `attempt`); set
+    /// for `failed` and `cancelled` jobs and for jobs waiting to retry, otherwise null.
+    #[oai(nullable)]
+    pub error: Option<Value>,
+    /// Where the result is, once the job has succeeded; otherwise null.
+    #[oai(nullable)]
+    pub result_url: Option<String>,
+}
+
+impl From<Job> for JobMonitor {
+    fn from(job: Job) -> Self {
+        let result_url = (job.status == JobStatus::Succeeded).then(|| result_path(job.id));
+        JobMonitor {
+            id: job.id,
+            kind: job.kind,
+            queue: job.queue,
+            status: job.status.into(),
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            priority: job.priority,
+            timeout_secs: job.timeout_secs,
+            progress: job.progress,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            run_at: job.run_at,
+            cancel_requested: job.cancel_requested,
+            error: job.error,
+            result_url,
+        }
+    }
+}
+
+pub fn monitor_path(id: Uuid) -> String {
+    format!("/v1/jobs/{id}")
+}
+
+pub fn result_path(id: Uuid) -> String {
+    format!("/v1/jobs/{id}/result")
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "JobList")]
+pub struct JobList {
+    pub jobs: Vec<JobMonitor>,
+    /// Pass as `cursor` to get the next (older) page; null on the last page.
+    #[oai(nullable)]
+    pub next_cursor: Option<String>,
+}
+
+/// Jobs to submit together: all are stored, or none.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "SubmitBatch", deny_unknown_fields)]
+pub struct SubmitBatch {
+    /// 1 to 1,000 jobs, each as in `POST /v1/jobs`.
+    #[oai(validator(min_items = 1, max_items = 1000))]
+    pub jobs: Vec<BatchItem>,
+}
+
+/// One job of a batch, kept unparsed until the handler can name its position in an error.
+#[derive(Debug, Clone)]
+pub struct BatchItem(pub Value);
+
+impl Type for BatchItem {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Value;
+    type RawElementValueType = Value;
+
+    fn name() -> Cow<'static, str> {
+        SubmitJob::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        SubmitJob::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        SubmitJob::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Value> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromJSON for BatchItem {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        Ok(BatchItem(value.unwrap_or(Value::Null)))
+    }
+}
+
+impl ToJSON for BatchItem {
+    fn to_json(&self) -> Option<Value> {
+        Some(self.0.clone())
+    }
+}
+
+/// The jobs a batch stored, in the order they were sent.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "BatchAccepted")]
+pub struct BatchAccepted {
+    pub jobs: Vec<JobMonitor>,
+}
+
+/// Liveness and readiness.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Health")]
+pub struct Health {
+    /// `ok` (process alive) or `ready` (database reachable and migrated).
+    pub status: String,
+}
+
+/// A stored result, served with the content type the job gave it.
+#[derive(Debug, Clone)]
+pub struct ResultBody {
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Payload for ResultBody {
+    const CONTENT_TYPE: &'static str = "*/*";
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", "binary")))
+    }
+}
+
+impl IntoResponse for ResultBody {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type(self.content_type)
+            .body(self.body)
+    }
+}

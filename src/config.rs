@@ -1,0 +1,227 @@
+//! Settings from flags and environment, parsed and validated once at the edge.
+//!
+//! Every flag also reads an environment variable, and every default makes `jobdock serve` work against a
+//! PostgreSQL on localhost with no configuration at all.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The command line of the `jobdock` binary.
+#[derive(Debug, Parser)]
+#[command(name = "jobdock", version, about = "A persistent job server: long-running work behind HTTP, queued in PostgreSQL")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format on stderr.
+    #[arg(long, env = "JOBDOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and an in-process worker pool.
+    Serve(ServeArgs),
+    /// Run workers only (no HTTP API).
+    Worker(WorkerArgs),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Print the OpenAPI document (YAML) to stdout.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL. The database is created if it does not exist.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// Most connections this process opens to PostgreSQL.
+    #[arg(long, env = "JOBDOCK_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// How many jobs this process runs at once (tokio tasks). 0 runs no workers.
+    #[arg(long, env = "JOBDOCK_WORKERS", default_value_t = 32)]
+    pub workers: usize,
+
+    /// How long a claim holds a job without a heartbeat before the rescuer may give it to another worker.
+    #[arg(long, env = "JOBDOCK_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub lease_secs: u64,
+
+    /// On SIGTERM/SIGINT, how long running jobs may take to finish before they are released to the queue.
+    #[arg(long, env = "JOBDOCK_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// How long finished jobs and their results are kept (e.g. `7d`, `12h`, `90m`, or seconds).
+    #[arg(long, env = "JOBDOCK_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// How often idle workers look for due jobs when no notification arrives (milliseconds).
+    #[arg(long, env = "JOBDOCK_POLL_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub poll_interval_ms: u64,
+
+    /// First retry delay after a retryable failure (milliseconds); doubles with each attempt, with jitter.
+    #[arg(long, env = "JOBDOCK_RETRY_BASE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub retry_base_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "JOBDOCK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "JOBDOCK_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
+    pub max_body_bytes: u64,
+
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://localhost/jobdock";
+
+/// Everything a jobdock process needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub max_connections: u32,
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub workers: usize,
+    pub lease: Duration,
+    pub shutdown_grace: Duration,
+    pub retention: Duration,
+    pub poll_interval: Duration,
+    pub retry_base: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            max_connections: 10,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            workers: 32,
+            lease: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            poll_interval: Duration::from_secs(1),
+            retry_base: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Settings {
+    pub fn for_database(args: &DatabaseArgs) -> Self {
+        Settings {
+            database_url: args.database_url.clone(),
+            max_connections: args.max_connections,
+            ..Settings::default()
+        }
+    }
+
+    pub fn for_worker(args: &WorkerArgs) -> Self {
+        Settings {
+            workers: args.workers,
+            lease: Duration::from_secs(args.lease_secs),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            retention: args.retention,
+            poll_interval: Duration::from_millis(args.poll_interval_ms),
+            retry_base: Duration::from_millis(args.retry_base_ms),
+            ..Settings::for_database(&args.database)
+        }
+    }
+
+    pub fn for_serve(args: &ServeArgs) -> Self {
+        Settings {
+            listen: args.listen,
+            // The range check above keeps this within usize on every supported platform.
+            max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+            ..Settings::for_worker(&args.worker)
+        }
+    }
+
+    /// The database URL with any password replaced, for logs and error messages.
+    pub fn redacted_database_url(&self) -> String {
+        redact_url(&self.database_url)
+    }
+}
+
+/// Replaces the password in a URL of the form `scheme://user:password@host/...`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Parses `7d`, `12h`, `90m`, `30s`, `1h 30m`, `7 days`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if let Ok(secs) = trimmed.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(trimmed)
+        .or_else(|_| humantime::parse_duration(&trimmed.replace(' ', "")))
+        .map_err(|err| format!("`{text}` is not a duration ({err}); try e.g. `7d`, `12h` or `3600`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_the_forms_the_readme_shows() {
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(parse_duration("7 days").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5_400));
+        assert_eq!(parse_duration("3600").unwrap(), Duration::from_secs(3_600));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/jobs"),
+            "postgres://app:***@db:5432/jobs"
+        );
+        assert_eq!(redact_url("postgres://localhost/jobdock"), "postgres://localhost/jobdock");
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let cli = Cli::try_parse_from(["jobdock", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        let settings = Settings::for_serve(&args);
+        assert_eq!(settings.workers, 32);
+        assert_eq!(settings.lease, Duration::from_secs(30));
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(settings.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(settings.max_body_bytes, 1024 * 1024);
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+    }
+}

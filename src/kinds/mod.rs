@@ -1,0 +1,218 @@
+//! Job kinds: the [`Handler`] trait every kind implements, what a running job can see ([`JobContext`]),
+//! and the [`Registry`] that maps kind names to handlers.
+//!
+//! A kind validates its payload before a job is accepted (an invalid one is answered 400 and nothing is
+//! stored), then runs on a worker. Built in: [`echo`], [`sleep`] and [`fail`], for trying jobdock out.
+
+pub mod echo;
+pub mod fail;
+pub mod sleep;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::leases::{self, Lease};
+
+/// What a kind does. Implement it to give jobdock kinds of your own (see `examples/embed.rs`).
+///
+/// Execution is at-least-once: a worker that crashes mid-job, or stalls past its lease, has its job run again
+/// elsewhere. Make `run` safe to repeat (idempotent side effects), and check [`JobContext::is_cancelled`]
+/// or await [`JobContext::cancelled`] so that cancellation, shutdown and lost leases stop it promptly.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The kind's name, as clients write it in `kind`.
+    fn kind(&self) -> &str;
+
+    /// Checks a payload before the job is accepted. `Err` carries a message for the client (→ 400).
+    fn validate(&self, payload: &Value) -> Result<(), String> {
+        let _ = payload;
+        Ok(())
+    }
+
+    /// Does the work. The payload has passed [`Handler::validate`].
+    async fn run(&self, ctx: JobContext, payload: Value) -> Result<Output, JobError>;
+}
+
+/// A job's result: stored in `results` and served as-is by `GET /v1/jobs/{id}/result`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Output {
+    /// A JSON result.
+    pub fn json(value: &impl Serialize) -> Result<Output, JobError> {
+        let body = serde_json::to_vec(value)
+            .map_err(|err| JobError::Permanent(format!("result is not serialisable: {err}")))?;
+        Ok(Output {
+            content_type: "application/json".to_owned(),
+            body,
+        })
+    }
+
+    /// A result with any content type.
+    pub fn bytes(content_type: impl Into<String>, body: impl Into<Vec<u8>>) -> Output {
+        Output {
+            content_type: content_type.into(),
+            body: body.into(),
+        }
+    }
+}
+
+/// Why an attempt did not produce a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Worth another attempt (a timeout, an unavailable dependency): retried with backoff while attempts
+    /// remain.
+    #[error("{0}")]
+    Retryable(String),
+    /// Will fail again however often it is tried: the job ends `failed`.
+    #[error("{0}")]
+    Permanent(String),
+    /// The handler stopped because [`JobContext`] said so.
+    #[error("stopped on request")]
+    Cancelled,
+}
+
+/// What a running job can see and do: who it is, report progress, learn that it should stop.
+#[derive(Clone)]
+pub struct JobContext {
+    id: Uuid,
+    attempt: i32,
+    max_attempts: i32,
+    lease: Lease,
+    pool: PgPool,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobContext")
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .field("stopping", &self.stop.is_cancelled())
+            .finish()
+    }
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        id: Uuid,
+        attempt: i32,
+        max_attempts: i32,
+        lease: Lease,
+        pool: PgPool,
+        stop: CancellationToken,
+    ) -> Self {
+        JobContext {
+            id,
+            attempt,
+            max_attempts,
+            lease,
+            pool,
+            stop,
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Which attempt this is, from 1.
+    pub fn attempt(&self) -> i32 {
+        self.attempt
+    }
+
+    pub fn max_attempts(&self) -> i32 {
+        self.max_attempts
+    }
+
+    /// True once the job should stop: it was cancelled, the worker is shutting down, or the lease was lost.
+    pub fn is_cancelled(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Completes when the job should stop (see [`JobContext::is_cancelled`]).
+    pub async fn cancelled(&self) {
+        self.stop.cancelled().await
+    }
+
+    /// Reports progress, shown on the status monitor as `progress`. `percent` is clamped to 0–100.
+    ///
+    /// Progress is advisory: a failed write is logged, not returned.
+    pub async fn progress(&self, percent: Option<f64>, message: Option<&str>) {
+        // Whole percentages read better as integers (40, not 40.0).
+        let percent = percent.map(|p| p.clamp(0.0, 100.0)).map(|p| {
+            if p.fract() == 0.0 {
+                serde_json::json!(p as i64)
+            } else {
+                serde_json::json!(p)
+            }
+        });
+        let progress = serde_json::json!({
+            "percent": percent,
+            "message": message,
+        });
+        match leases::set_progress(&self.pool, self.lease, &progress).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(job = %self.id, "progress not recorded: lease no longer held"),
+            Err(err) => tracing::warn!(job = %self.id, error = %err, "progress not recorded"),
+        }
+    }
+}
+
+/// The kinds a process knows, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: BTreeMap<String, Arc<dyn Handler>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.handlers.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// No kinds at all.
+    pub fn empty() -> Self {
+        Registry::default()
+    }
+
+    /// The built-in kinds: `echo`, `sleep` and `fail`.
+    pub fn builtin() -> Self {
+        Registry::empty()
+            .with(echo::Echo)
+            .with(sleep::Sleep)
+            .with(fail::Fail)
+    }
+
+    /// Adds a kind, replacing any of the same name.
+    pub fn with(mut self, handler: impl Handler) -> Self {
+        self.handlers
+            .insert(handler.kind().to_owned(), Arc::new(handler));
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Handler>> {
+        self.handlers.get(kind)
+    }
+
+    /// The kind names, sorted.
+    pub fn kinds(&self) -> Vec<String> {
+        self.handlers.keys().cloned().collect()
+    }
+}
+
+/// Parses a payload into `T`, with a message that names the kind, for [`Handler::validate`].
+pub fn parse_payload<T: serde::de::DeserializeOwned>(kind: &str, payload: &Value) -> Result<T, String> {
+    T::deserialize(payload).map_err(|err| format!("invalid payload for kind `{kind}`: {err}"))
+}

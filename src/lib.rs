@@ -1,0 +1,28 @@
+//! jobdock: a persistent job server. Clients hand it long-running work over HTTP and get **202 Accepted**
+//! at once; workers in any number of replicas run the work from a PostgreSQL queue; clients poll a status
+//! monitor that redirects to the result (the Asynchronous Request-Reply pattern).
+//!
+//! A map of the crate:
+//! - [`config`]: settings from flags and environment, validated once.
+//! - [`app`]: wiring — connect, migrate, serve the API and run workers, shut down gracefully.
+//! - [`api`]: the HTTP API (poem-openapi), its OpenAPI document and Swagger UI.
+//! - [`job`]: the job, its status machine, and a validated request to create one.
+//! - [`kinds`]: the [`Handler`] trait, the [`Registry`] of kinds, and the built-in kinds.
+//! - [`worker`]: the runtime — claim loop, executor, heartbeats, LISTEN/NOTIFY, maintenance.
+//! - [`store`]: all SQL.
+//!
+//! To embed jobdock with kinds of your own, implement [`Handler`], add it to [`Registry::builtin`] and pass
+//! the registry to [`Application::build`]; `examples/embed.rs` shows the whole program.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod job;
+pub mod kinds;
+pub mod store;
+pub mod worker;
+
+pub use app::Application;
+pub use config::Settings;
+pub use job::{Job, JobStatus, NewJob};
+pub use kinds::{Handler, JobContext, JobError, Output, Registry};

@@ -1,0 +1,130 @@
+//! Connecting to PostgreSQL: the pool, creating the database when missing, migrations, readiness.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+use crate::config::redact_url;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a request waits for a pooled connection before it is answered 503. sqlx's default (30 s) would
+/// turn a database outage into a hang.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Opens a pool to `url`, creating the database first if it does not exist.
+///
+/// # Errors
+/// A one-line, actionable message when PostgreSQL is unreachable, refuses the credentials, or the URL is
+/// malformed.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .with_context(|| format!("DATABASE_URL `{}` is not a valid PostgreSQL URL", redact_url(url)))?;
+    ensure_database(&options, url).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_with(options.clone())
+        .await
+        .map_err(|err| explain_connect_error(err, url))?;
+    Ok(pool)
+}
+
+/// A pool that does not connect until first used: for the API, which must start and answer 503 while
+/// the database is down rather than refuse to start.
+pub fn connect_lazy(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .with_context(|| format!("DATABASE_URL `{}` is not a valid PostgreSQL URL", redact_url(url)))?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_lazy_with(options))
+}
+
+/// Applies pending migrations. Safe for replicas starting together: sqlx takes an advisory lock.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying database migrations failed")
+}
+
+/// True when the database answers and every embedded migration has been applied.
+pub async fn is_ready(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let applied: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM _sqlx_migrations WHERE success AND version = ANY($1)",
+    )
+    .bind(MIGRATOR.iter().map(|m| m.version).collect::<Vec<i64>>())
+    .fetch_one(pool)
+    .await
+    .or_else(|err| match &err {
+        // The migrations table does not exist yet: reachable, not ready.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(0),
+        _ => Err(err),
+    })?;
+    Ok(usize::try_from(applied).unwrap_or(0) == MIGRATOR.iter().count())
+}
+
+/// Creates the database named in `options` when connecting fails because it does not exist.
+async fn ensure_database(options: &PgConnectOptions, url: &str) -> anyhow::Result<()> {
+    match options.connect().await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("3D000") => {
+            let name = options.get_database().unwrap_or("jobdock").to_owned();
+            let mut admin = options
+                .clone()
+                .database("postgres")
+                .connect()
+                .await
+                .map_err(|err| explain_connect_error(err, url))?;
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+                .execute(&mut admin)
+                .await
+            {
+                Ok(_) => tracing::info!(database = %name, "created database"),
+                // Another replica created it first.
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
+                Err(err) => {
+                    return Err(anyhow::anyhow!(
+                        "database `{name}` does not exist and could not be created ({err}); create it \
+                         yourself or point DATABASE_URL at an existing database"
+                    ))
+                }
+            }
+            let _ = admin.close().await;
+            Ok(())
+        }
+        Err(err) => Err(explain_connect_error(err, url)),
+    }
+}
+
+fn explain_connect_error(err: sqlx::Error, url: &str) -> anyhow::Error {
+    let url = redact_url(url);
+    match &err {
+        sqlx::Error::Io(io) => anyhow::anyhow!(
+            "cannot reach PostgreSQL at {url} ({io}): start PostgreSQL, or set DATABASE_URL (or \
+             --database-url) to a server that is running"
+        ),
+        sqlx::Error::PoolTimedOut => anyhow::anyhow!(
+            "PostgreSQL at {url} did not answer in time: check that it is running and reachable"
+        ),
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("28P01") || db.code().as_deref() == Some("28000") => {
+            anyhow::anyhow!(
+                "PostgreSQL at {url} refused the credentials ({}): put a user and password it accepts in \
+                 DATABASE_URL",
+                db.message()
+            )
+        }
+        _ => anyhow::anyhow!("connecting to PostgreSQL at {url} failed: {err}"),
+    }
+}

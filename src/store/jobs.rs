@@ -1,0 +1,228 @@
+//! Jobs as the API sees them: insert, get, list, cancel, delete.
+
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::{job_columns, notify_jobs_channel};
+use crate::job::{Job, JobStatus, NewJob};
+
+/// What inserting a job with an idempotency key found.
+#[derive(Debug)]
+pub enum Inserted {
+    /// A new job was stored.
+    Created(Job),
+    /// The key was used before with the same request: this is that job.
+    Existing(Job),
+    /// The key was used before with a different request.
+    KeyConflict,
+}
+
+/// Stores jobs in one statement (one commit), in order, and tells the workers there is work.
+///
+/// Jobs carrying an idempotency key are not allowed here; use [`insert_one`] for those.
+pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> Result<Vec<Job>, sqlx::Error> {
+    debug_assert!(jobs.iter().all(|job| job.idempotency.is_none()));
+    // One statement, so one round trip and one commit; the NOTIFY in it is delivered at that commit.
+    sqlx::query_as(concat!(
+        "WITH inserted AS (",
+        "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs) ",
+        "  SELECT id, kind, queue, payload, priority, coalesce(run_at, now()), max_attempts, timeout_secs ",
+        "  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::timestamptz[], ",
+        "              $7::int4[], $8::int4[]) ",
+        "       AS t(id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs) ",
+        "  RETURNING ",
+        job_columns!(),
+        "), notified AS (SELECT pg_notify('",
+        notify_jobs_channel!(),
+        "', '')) ",
+        "SELECT inserted.* FROM inserted, notified ORDER BY id"
+    ))
+    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.timeout_secs).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await
+}
+
+/// Stores one job, honouring its idempotency key if it has one.
+pub async fn insert_one(pool: &PgPool, job: &NewJob) -> Result<Inserted, sqlx::Error> {
+    let Some(idem) = &job.idempotency else {
+        let mut rows = insert_many(pool, std::slice::from_ref(job)).await?;
+        return Ok(rows
+            .pop()
+            .map(Inserted::Created)
+            .unwrap_or(Inserted::KeyConflict));
+    };
+    let created: Option<Job> = sqlx::query_as(concat!(
+        "WITH inserted AS (",
+        "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, ",
+        "                    idempotency_caller, idempotency_key, request_fingerprint) ",
+        "  VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $10, $11) ",
+        "  ON CONFLICT (idempotency_caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING ",
+        "  RETURNING ",
+        job_columns!(),
+        "), notified AS (SELECT pg_notify('",
+        notify_jobs_channel!(),
+        "', '')) ",
+        "SELECT inserted.* FROM inserted, notified"
+    ))
+    .bind(job.id)
+    .bind(&job.kind)
+    .bind(&job.queue)
+    .bind(&job.payload)
+    .bind(job.priority)
+    .bind(job.run_at)
+    .bind(job.max_attempts)
+    .bind(job.timeout_secs)
+    .bind(&idem.caller)
+    .bind(&idem.key)
+    .bind(&idem.fingerprint)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(created) = created {
+        return Ok(Inserted::Created(created));
+    }
+    // The key is taken. The conflicting row is committed (ON CONFLICT waited for it), so it is visible.
+    let existing: Option<JobWithFingerprint> = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        ", request_fingerprint FROM jobs WHERE idempotency_caller = $1 AND idempotency_key = $2"
+    ))
+    .bind(&idem.caller)
+    .bind(&idem.key)
+    .fetch_optional(pool)
+    .await?;
+    match existing {
+        Some(found) if found.request_fingerprint.as_deref() == Some(idem.fingerprint.as_str()) => {
+            Ok(Inserted::Existing(found.job))
+        }
+        Some(_) => Ok(Inserted::KeyConflict),
+        // The other job was deleted between our insert and our read: the key is free again.
+        None => Box::pin(insert_one(pool, job)).await,
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct JobWithFingerprint {
+    #[sqlx(flatten)]
+    job: Job,
+    request_fingerprint: Option<String>,
+}
+
+/// One job by id.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
+    sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Filters for [`list`]. `before` is the keyset cursor: only jobs with a smaller id (older) are returned.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<JobStatus>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Jobs newest first, filtered, at most `filter.limit` of them.
+pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Job>, sqlx::Error> {
+    let mut query: QueryBuilder<Postgres> =
+        QueryBuilder::new(concat!("SELECT ", job_columns!(), " FROM jobs WHERE true"));
+    if let Some(status) = filter.status {
+        query.push(" AND status = ").push_bind(status);
+    }
+    if let Some(kind) = &filter.kind {
+        query.push(" AND kind = ").push_bind(kind);
+    }
+    if let Some(queue) = &filter.queue {
+        query.push(" AND queue = ").push_bind(queue);
+    }
+    if let Some(before) = filter.before {
+        query.push(" AND id < ").push_bind(before);
+    }
+    query.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+    query.build_query_as().fetch_all(pool).await
+}
+
+/// What a cancel request did.
+#[derive(Debug)]
+pub enum Cancelled {
+    /// The job is now `cancelled` (it was queued, or already cancelled).
+    Done(Job),
+    /// The job is running; it has been asked to stop.
+    Requested(Job),
+    /// The job already succeeded or failed.
+    Finished(Job),
+    NotFound,
+}
+
+/// Cancels a queued job at once, or flags a running one so its worker stops it.
+pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<Cancelled, sqlx::Error> {
+    let updated: Option<Job> = sqlx::query_as(concat!(
+        "UPDATE jobs SET ",
+        "  status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, ",
+        "  finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END, ",
+        "  error = CASE WHEN status = 'queued' THEN jsonb_build_object( ",
+        "    'type', 'urn:jobdock:problem:job-cancelled', 'title', 'The job was cancelled', ",
+        "    'detail', 'cancelled before it started') ELSE error END, ",
+        "  cancel_requested = true, updated_at = now() ",
+        "WHERE id = $1 AND status IN ('queued', 'running') ",
+        "RETURNING ",
+        job_columns!()
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    match updated {
+        Some(job) if job.status == JobStatus::Running => {
+            super::notify::cancel_requested(pool, id).await?;
+            Ok(Cancelled::Requested(job))
+        }
+        Some(job) => Ok(Cancelled::Done(job)),
+        None => Ok(match get(pool, id).await? {
+            None => Cancelled::NotFound,
+            Some(job) if job.status == JobStatus::Cancelled => Cancelled::Done(job),
+            // Between our update and this read the job can only have moved to a terminal state.
+            Some(job) => Cancelled::Finished(job),
+        }),
+    }
+}
+
+/// What a delete request did.
+#[derive(Debug)]
+pub enum Deleted {
+    Done,
+    /// The job is queued or running and was left alone.
+    NotFinished(JobStatus),
+    NotFound,
+}
+
+/// Removes a finished job and (by cascade) its result.
+pub async fn delete(pool: &PgPool, id: Uuid) -> Result<Deleted, sqlx::Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM jobs WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    if deleted.rows_affected() > 0 {
+        return Ok(Deleted::Done);
+    }
+    let status: Option<JobStatus> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(match status {
+        None => Deleted::NotFound,
+        Some(status) if status.is_terminal() => Box::pin(delete(pool, id)).await?,
+        Some(status) => Deleted::NotFinished(status),
+    })
+}

@@ -1,0 +1,229 @@
+//! The workers' side of the queue: claim, heartbeat, progress, complete, fail, release.
+//!
+//! Every write after the claim is fenced by the lease token: it applies only while the job is still
+//! `running` under the same token. A worker whose lease expired and was rescued (so the token changed or was
+//! cleared) cannot complete, fail, heartbeat or report progress for the job any more.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::notify_jobs_channel;
+use crate::job::JobStatus;
+
+/// A job a worker has claimed, with the lease that lets it write the outcome.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedJob {
+    pub id: Uuid,
+    pub kind: String,
+    pub payload: Value,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub timeout_secs: i32,
+    pub lease_token: Uuid,
+    pub cancel_requested: bool,
+}
+
+/// Claims up to `limit` due jobs of the given kinds, in priority order, in one statement that commits at once.
+///
+/// The CTE picks rows with `FOR UPDATE SKIP LOCKED` (so concurrent workers never take the same job and never
+/// wait on each other) and the `UPDATE` flips exactly those rows; without the CTE the planner may update
+/// more rows than the limit.
+pub async fn claim_available(
+    pool: &PgPool,
+    kinds: &[String],
+    limit: i64,
+    lease: Duration,
+    worker_id: &str,
+) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH next AS ( \
+           SELECT id FROM jobs \
+           WHERE status = 'queued' AND run_at <= now() AND kind = ANY($1) \
+           ORDER BY priority DESC, run_at, id \
+           LIMIT $2 \
+           FOR UPDATE SKIP LOCKED) \
+         UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), \
+           lease_expires_at = now() + make_interval(secs => $3), worker_id = $4, started_at = now(), \
+           updated_at = now() \
+         FROM next WHERE j.id = next.id \
+         RETURNING j.id, j.kind, j.payload, j.attempt, j.max_attempts, j.timeout_secs, j.lease_token, \
+           j.cancel_requested",
+    )
+    .bind(kinds)
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .bind(worker_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// A lease to extend: the job and the token its worker holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease {
+    pub id: Uuid,
+    pub token: Uuid,
+}
+
+/// A lease that is still held after a heartbeat, and whether its job was asked to stop.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Heartbeat {
+    pub id: Uuid,
+    pub cancel_requested: bool,
+}
+
+/// Extends every still-held lease in `leases` in one statement. A lease missing from the answer was lost
+/// (rescued, or the job was deleted): its worker must stop.
+pub async fn heartbeat_many(
+    pool: &PgPool,
+    leases: &[Lease],
+    lease: Duration,
+) -> Result<Vec<Heartbeat>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3) \
+         FROM unnest($1::uuid[], $2::uuid[]) AS t(id, token) \
+         WHERE j.id = t.id AND j.lease_token = t.token AND j.status = 'running' \
+         RETURNING j.id, j.cancel_requested",
+    )
+    .bind(leases.iter().map(|l| l.id).collect::<Vec<_>>())
+    .bind(leases.iter().map(|l| l.token).collect::<Vec<_>>())
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// Records a running job's progress. Returns false when the lease is no longer held.
+pub async fn set_progress(
+    pool: &PgPool,
+    lease: Lease,
+    progress: &Value,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE jobs SET progress = $3, updated_at = now() \
+         WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+    )
+    .bind(lease.id)
+    .bind(lease.token)
+    .bind(progress)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// A succeeded job's outcome.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub lease: Lease,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// Marks jobs `succeeded` and stores their results, in one statement (so one transaction), fenced by each
+/// job's lease token. Returns the ids whose completion applied; the others had lost their lease.
+pub async fn complete_many(
+    pool: &PgPool,
+    completions: &[Completion],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH input AS ( \
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[]) \
+             AS t(id, token, content_type, body)), \
+         done AS ( \
+           UPDATE jobs j SET status = 'succeeded', finished_at = now(), updated_at = now(), \
+             lease_token = NULL, lease_expires_at = NULL, error = NULL \
+           FROM input \
+           WHERE j.id = input.id AND j.lease_token = input.token AND j.status = 'running' \
+           RETURNING j.id) \
+         INSERT INTO results (job_id, content_type, body) \
+         SELECT input.id, input.content_type, input.body FROM input JOIN done ON done.id = input.id \
+         RETURNING job_id",
+    )
+    .bind(completions.iter().map(|c| c.lease.id).collect::<Vec<_>>())
+    .bind(completions.iter().map(|c| c.lease.token).collect::<Vec<_>>())
+    .bind(
+        completions
+            .iter()
+            .map(|c| c.content_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(completions.iter().map(|c| c.body.as_slice()).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await
+}
+
+/// Ends an attempt that failed. A retryable failure with attempts left goes back to `queued`, due after
+/// `retry_in`; a job that was asked to stop ends `cancelled`; anything else ends `failed`. The error is kept
+/// on the job either way, so the status monitor shows each attempt's error.
+///
+/// Returns the status the job moved to, or `None` when the lease was no longer held.
+pub async fn fail_attempt(
+    pool: &PgPool,
+    lease: Lease,
+    error: &Value,
+    retryable: bool,
+    retry_in: Duration,
+) -> Result<Option<JobStatus>, sqlx::Error> {
+    let moved = sqlx::query_scalar(
+        "WITH cur AS ( \
+           SELECT id, CASE WHEN cancel_requested THEN 'cancelled' \
+                           WHEN $4 AND attempt < max_attempts THEN 'queued' \
+                           ELSE 'failed' END AS next \
+           FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE) \
+         UPDATE jobs j SET status = cur.next, error = $3, updated_at = now(), \
+           lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
+           run_at = CASE WHEN cur.next = 'queued' THEN now() + make_interval(secs => $5) ELSE j.run_at END, \
+           finished_at = CASE WHEN cur.next = 'queued' THEN NULL ELSE now() END \
+         FROM cur WHERE j.id = cur.id \
+         RETURNING j.status",
+    )
+    .bind(lease.id)
+    .bind(lease.token)
+    .bind(error)
+    .bind(retryable)
+    .bind(retry_in.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    Ok(moved)
+}
+
+/// Ends a running job as `cancelled` (its handler stopped on request). Returns false when the lease was
+/// no longer held.
+pub async fn cancel_running(pool: &PgPool, lease: Lease, error: &Value) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', error = $3, finished_at = now(), updated_at = now(), \
+           lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
+         WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+    )
+    .bind(lease.id)
+    .bind(lease.token)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Gives jobs back to the queue at once (at shutdown), without spending an attempt, and wakes idle workers
+/// in every replica. A job that was asked to stop ends `cancelled` instead. Returns the ids released.
+pub async fn release_many(pool: &PgPool, leases: &[Lease]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(concat!(
+        "WITH released AS ( \
+           UPDATE jobs j SET \
+             status = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END, \
+             finished_at = CASE WHEN j.cancel_requested THEN now() ELSE NULL END, \
+             attempt = greatest(j.attempt - 1, 0), run_at = now(), updated_at = now(), \
+             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
+           FROM unnest($1::uuid[], $2::uuid[]) AS t(id, token) \
+           WHERE j.id = t.id AND j.lease_token = t.token AND j.status = 'running' \
+           RETURNING j.id), \
+         notified AS (SELECT pg_notify('",
+        notify_jobs_channel!(),
+        "', '')) \
+         SELECT released.id FROM released, notified"
+    ))
+    .bind(leases.iter().map(|l| l.id).collect::<Vec<_>>())
+    .bind(leases.iter().map(|l| l.token).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,43 @@
+//! LISTEN/NOTIFY: hints that wake idle workers and tell running jobs they were cancelled.
+//!
+//! Notifications are hints, never the source of truth: a lost one costs at most a poll interval (for new
+//! jobs) or a heartbeat interval (for cancellation), because workers poll and heartbeats read
+//! `cancel_requested` too.
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::notify_jobs_channel;
+
+/// New jobs were committed (payload empty).
+pub const JOBS_CHANNEL: &str = notify_jobs_channel!();
+/// A running job was asked to stop (payload: the job id).
+pub const CANCEL_CHANNEL: &str = "jobdock_cancel";
+
+/// Tells running workers that `id` should stop.
+pub async fn cancel_requested(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CANCEL_CHANNEL)
+        .bind(id.to_string())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Tells idle workers (in every replica) that jobs are due, e.g. after a retry or a release.
+pub async fn jobs_available(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(JOBS_CHANNEL)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A dedicated connection listening on both channels. sqlx re-establishes it after a connection loss on
+/// the next `recv`; notifications sent while it was down are lost, which polling covers.
+pub async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen_all([JOBS_CHANNEL, CANCEL_CHANNEL]).await?;
+    Ok(listener)
+}

@@ -1,0 +1,193 @@
+//! Runs one claimed job and writes its outcome, fenced by the lease token.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use rand::Rng;
+use serde_json::{json, Value};
+
+use super::running::StopReason;
+use super::Shared;
+use crate::kinds::{JobContext, JobError, Output};
+use crate::store::leases::{self, ClaimedJob, Completion, Lease};
+
+/// Retry delays grow as `base * 2^(attempt - 1)`, times a jitter in [0.5, 1.5), up to this.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+
+/// How an attempt ended, before it is written.
+#[derive(Debug)]
+enum Outcome {
+    Succeeded(Output),
+    Failed { error: Value, retryable: bool },
+    Cancelled,
+    /// Nothing to write: the lease is gone, or shutdown releases the job.
+    Abandoned(StopReason),
+}
+
+pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob) {
+    let lease = Lease {
+        id: job.id,
+        token: job.lease_token,
+    };
+    let stop = shared.running.insert(lease);
+    if job.cancel_requested {
+        shared.running.stop(job.id, StopReason::CancelRequested);
+    }
+    let outcome = run_handler(&shared, &job, lease, stop).await;
+    let outcome = match (outcome, shared.running.remove(job.id)) {
+        // Whatever the handler returned after losing its lease cannot be written.
+        (_, Some(StopReason::LeaseLost)) => Outcome::Abandoned(StopReason::LeaseLost),
+        (Outcome::Succeeded(output), _) => Outcome::Succeeded(output),
+        (_, Some(StopReason::CancelRequested)) => Outcome::Cancelled,
+        (Outcome::Cancelled, Some(StopReason::Shutdown)) => Outcome::Abandoned(StopReason::Shutdown),
+        (outcome, _) => outcome,
+    };
+    write_outcome(&shared, &job, lease, outcome).await;
+}
+
+async fn run_handler(
+    shared: &Shared,
+    job: &ClaimedJob,
+    lease: Lease,
+    stop: tokio_util::sync::CancellationToken,
+) -> Outcome {
+    let Some(handler) = shared.registry.get(&job.kind).cloned() else {
+        // Claims only ask for registered kinds, so this is a bug, not a client error.
+        return Outcome::Failed {
+            error: problem("job-failed", "The job failed", &format!("no handler for kind `{}`", job.kind), job),
+            retryable: false,
+        };
+    };
+    let ctx = JobContext::new(job.id, job.attempt, job.max_attempts, lease, shared.pool.clone(), stop);
+    let timeout = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(1).max(1));
+    let run = AssertUnwindSafe(handler.run(ctx, job.payload.clone())).catch_unwind();
+    match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(Ok(output))) => Outcome::Succeeded(output),
+        Ok(Ok(Err(JobError::Cancelled))) => Outcome::Cancelled,
+        Ok(Ok(Err(JobError::Retryable(message)))) => Outcome::Failed {
+            error: problem("job-failed", "The job failed", &message, job),
+            retryable: true,
+        },
+        Ok(Ok(Err(JobError::Permanent(message)))) => Outcome::Failed {
+            error: problem("job-failed", "The job failed", &message, job),
+            retryable: false,
+        },
+        Ok(Err(panic)) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            tracing::error!(job = %job.id, kind = %job.kind, %message, "handler panicked");
+            Outcome::Failed {
+                error: problem("job-failed", "The job failed", &format!("the handler panicked: {message}"), job),
+                retryable: true,
+            }
+        }
+        Err(_elapsed) => Outcome::Failed {
+            error: problem(
+                "job-timed-out",
+                "The job ran out of time",
+                &format!("attempt {} ran longer than timeout_secs ({} s)", job.attempt, job.timeout_secs),
+                job,
+            ),
+            retryable: true,
+        },
+    }
+}
+
+/// A problem-details object for the job's `error`.
+fn problem(slug: &str, title: &str, detail: &str, job: &ClaimedJob) -> Value {
+    json!({
+        "type": format!("urn:jobdock:problem:{slug}"),
+        "title": title,
+        "detail": detail,
+        "attempt": job.attempt,
+    })
+}
+
+/// Writes the outcome, retrying through short database outages. Giving up is safe: the lease then
+/// expires and the rescuer hands the job to another attempt.
+async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome: Outcome) {
+    let deadline = tokio::time::Instant::now() + shared.config.lease;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match try_write(shared, job, lease, &outcome).await {
+            Ok(applied) => {
+                if !applied {
+                    tracing::warn!(job = %job.id, "outcome not written: the lease was lost");
+                }
+                return;
+            }
+            Err(err) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(job = %job.id, error = %err, "writing outcome failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => {
+                tracing::error!(job = %job.id, error = %err, "writing outcome failed; the job will be rescued");
+                return;
+            }
+        }
+    }
+}
+
+async fn try_write(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome: &Outcome) -> Result<bool, sqlx::Error> {
+    let pool = &shared.pool;
+    match outcome {
+        Outcome::Succeeded(output) => {
+            let done = leases::complete_many(
+                pool,
+                &[Completion {
+                    lease,
+                    content_type: output.content_type.clone(),
+                    body: output.body.clone(),
+                }],
+            )
+            .await?;
+            Ok(!done.is_empty())
+        }
+        Outcome::Failed { error, retryable } => {
+            let delay = retry_delay(shared.config.retry_base, job.attempt);
+            let moved = leases::fail_attempt(pool, lease, error, *retryable, delay).await?;
+            if moved == Some(crate::job::JobStatus::Queued) {
+                tracing::info!(job = %job.id, attempt = job.attempt, retry_in = ?delay, "attempt failed; retrying");
+            }
+            Ok(moved.is_some())
+        }
+        Outcome::Cancelled => {
+            let error = problem("job-cancelled", "The job was cancelled", "cancelled while running", job);
+            leases::cancel_running(pool, lease, &error).await
+        }
+        Outcome::Abandoned(StopReason::Shutdown) => {
+            Ok(!leases::release_many(pool, &[lease]).await?.is_empty())
+        }
+        Outcome::Abandoned(_) => Ok(true),
+    }
+}
+
+/// Exponential backoff with jitter: spreads retries of jobs that failed together.
+pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
+    let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(30);
+    let raw = base.saturating_mul(2u32.saturating_pow(exponent));
+    let jitter = rand::thread_rng().gen_range(0.5..1.5);
+    raw.mul_f64(jitter).min(MAX_RETRY_DELAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_with_jitter_and_are_capped() {
+        let base = Duration::from_secs(1);
+        for attempt in 1..=5 {
+            let nominal = base * 2u32.pow(attempt as u32 - 1);
+            let delay = retry_delay(base, attempt);
+            assert!(delay >= nominal.mul_f64(0.5) && delay < nominal.mul_f64(1.5), "{delay:?}");
+        }
+        assert!(retry_delay(base, 60) <= MAX_RETRY_DELAY);
+    }
+}

@@ -1,0 +1,81 @@
+//! The claim loop: claims as many due jobs as there are free slots, in one statement, and spawns each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{executor, Shared};
+use crate::store::leases;
+
+/// The longest a claim loop backs off after database errors.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs until `stop` is cancelled; returns the tasks of the jobs still running, for shutdown to drain.
+pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    if shared.config.slots == 0 {
+        stop.cancelled().await;
+        return tasks;
+    }
+    let slots = Arc::new(Semaphore::new(shared.config.slots));
+    let kinds = shared.registry.kinds();
+    let mut error_backoff = Duration::from_millis(100);
+    loop {
+        // Reap finished tasks so the set does not grow without bound.
+        while tasks.try_join_next().is_some() {}
+
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = stop.cancelled() => return tasks,
+                permit = slots.acquire() => drop(permit),
+            }
+            continue;
+        }
+        let claimed = tokio::select! {
+            _ = stop.cancelled() => return tasks,
+            claimed = leases::claim_available(
+                &shared.pool, &kinds, free as i64, shared.config.lease, &shared.config.worker_id) => claimed,
+        };
+        match claimed {
+            Ok(jobs) => {
+                error_backoff = Duration::from_millis(100);
+                let full = jobs.len() == free;
+                for job in jobs {
+                    // Cannot fail: `free` permits were available and only this loop takes them.
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    let shared = shared.clone();
+                    tasks.spawn(async move {
+                        executor::execute(shared.clone(), job).await;
+                        drop(permit);
+                        shared.wake.notify_one();
+                    });
+                }
+                if full {
+                    // There may be more due jobs: claim again as soon as a slot is free.
+                    continue;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?error_backoff, "claiming jobs failed");
+                tokio::select! {
+                    _ = stop.cancelled() => return tasks,
+                    _ = tokio::time::sleep(error_backoff) => {}
+                }
+                error_backoff = (error_backoff * 2).min(MAX_ERROR_BACKOFF);
+                continue;
+            }
+        }
+        // Idle: wait for a notification, a freed slot, or the poll interval.
+        tokio::select! {
+            _ = stop.cancelled() => return tasks,
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(shared.config.poll_interval) => {}
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! LISTEN/NOTIFY: wakes the claim loop when jobs are submitted anywhere, and stops cancelled jobs at once
+//! instead of at the next heartbeat.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::running::StopReason;
+use super::Shared;
+use crate::store::notify;
+
+pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut listener = tokio::select! {
+            _ = stop.cancelled() => return,
+            listener = notify::listen(&shared.pool) => match listener {
+                Ok(listener) => listener,
+                Err(err) => {
+                    tracing::debug!(error = %err, "LISTEN failed; polling until it works");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(100);
+        // Anything sent while we were not listening is lost: look once.
+        shared.wake.notify_one();
+        loop {
+            let received = tokio::select! {
+                _ = stop.cancelled() => return,
+                received = listener.recv() => received,
+            };
+            match received {
+                Ok(notification) if notification.channel() == notify::CANCEL_CHANNEL => {
+                    if let Ok(id) = notification.payload().parse::<Uuid>() {
+                        shared.running.stop(id, StopReason::CancelRequested);
+                    }
+                }
+                Ok(_) => shared.wake.notify_one(),
+                Err(err) => {
+                    tracing::debug!(error = %err, "LISTEN connection lost; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}

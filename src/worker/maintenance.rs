@@ -1,0 +1,73 @@
+//! Maintenance, safe on every replica at once: the rescuer returns jobs with expired leases to the queue,
+//! and the pruner deletes finished jobs past the retention period, both in bounded batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::store::maintenance;
+
+/// Rows one rescue or prune statement touches at most, so no statement holds many locks for long.
+pub const BATCH: i64 = 1000;
+/// How often the pruner runs.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The rescuer runs twice per lease, so an expired lease is found within half a lease of expiring.
+fn rescue_every(lease: Duration) -> Duration {
+    (lease / 2).clamp(Duration::from_millis(200), Duration::from_secs(15))
+}
+
+pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut rescue = tokio::time::interval(rescue_every(shared.config.lease));
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = rescue.tick() => rescue_all(&shared).await,
+            _ = prune.tick() => prune_all(&shared, &stop).await,
+        }
+    }
+}
+
+async fn rescue_all(shared: &Shared) {
+    loop {
+        match maintenance::rescue_expired(&shared.pool, BATCH).await {
+            Ok(rescued) => {
+                for job in &rescued {
+                    tracing::info!(job = %job.id, status = %job.status, "rescued a job whose lease expired");
+                }
+                if (rescued.len() as i64) < BATCH {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "rescue failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Prunes in batches until nothing is left past retention.
+async fn prune_all(shared: &Shared, stop: &CancellationToken) {
+    while !stop.is_cancelled() {
+        match maintenance::prune_finished(&shared.pool, shared.config.retention, BATCH).await {
+            Ok(deleted) => {
+                if deleted > 0 {
+                    tracing::info!(deleted, "pruned finished jobs past retention");
+                }
+                if (deleted as i64) < BATCH {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "prune failed");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The jobs this process is running right now, so heartbeats, cancel notifications and shutdown can reach
+//! them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::leases::Lease;
+
+/// Why a running job was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A client cancelled it.
+    CancelRequested,
+    /// A heartbeat found the lease gone (rescued elsewhere, or the job deleted): nothing it writes counts.
+    LeaseLost,
+    /// This process is shutting down and the grace period is over.
+    Shutdown,
+}
+
+struct Entry {
+    lease: Lease,
+    stop: CancellationToken,
+    reason: Option<StopReason>,
+}
+
+/// Shared between the executor tasks, the heartbeat, the listener and shutdown.
+///
+/// A `std::sync::Mutex`, not a tokio one: it is held only for map operations, never across an `.await`.
+#[derive(Clone, Default)]
+pub struct Running {
+    jobs: Arc<Mutex<HashMap<Uuid, Entry>>>,
+}
+
+impl Running {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Entry>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts and removes), so
+        // a poisoned lock is still safe to use.
+        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a job; the returned token is cancelled when it should stop.
+    pub fn insert(&self, lease: Lease) -> CancellationToken {
+        let stop = CancellationToken::new();
+        self.lock().insert(
+            lease.id,
+            Entry {
+                lease,
+                stop: stop.clone(),
+                reason: None,
+            },
+        );
+        stop
+    }
+
+    /// Forgets a job, returning why it was told to stop, if it was.
+    pub fn remove(&self, id: Uuid) -> Option<StopReason> {
+        self.lock().remove(&id).and_then(|entry| entry.reason)
+    }
+
+    /// Tells a job to stop. The first reason given sticks.
+    pub fn stop(&self, id: Uuid, reason: StopReason) {
+        if let Some(entry) = self.lock().get_mut(&id) {
+            entry.reason.get_or_insert(reason);
+            entry.stop.cancel();
+        }
+    }
+
+    pub fn stop_all(&self, reason: StopReason) {
+        for entry in self.lock().values_mut() {
+            entry.reason.get_or_insert(reason);
+            entry.stop.cancel();
+        }
+    }
+
+    pub fn leases(&self) -> Vec<Lease> {
+        self.lock().values().map(|entry| entry.lease).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
