@@ -37,7 +37,12 @@ impl Application {
         let acceptor = TcpListener::bind(settings.listen)
             .into_acceptor()
             .await
-            .with_context(|| format!("cannot listen on {} (set --listen or JOBDOCK_LISTEN)", settings.listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (set --listen or JOBDOCK_LISTEN)",
+                    settings.listen
+                )
+            })?;
         let local_addr = acceptor
             .local_addr()
             .first()
@@ -63,7 +68,10 @@ impl Application {
 
     /// Serves the API and runs the workers until `shutdown` completes, then drains in-flight requests and
     /// shuts the workers down gracefully (see [`WorkerPool::shutdown`]).
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         tokio::spawn({
             let stop = stop.clone();
@@ -117,7 +125,11 @@ pub async fn run_workers(
 ) -> anyhow::Result<()> {
     let pool = store::db::connect(&settings.database_url, settings.max_connections).await?;
     store::db::migrate(&pool).await?;
-    let workers = WorkerPool::start(pool.clone(), registry, WorkerConfig::from_settings(&settings));
+    let workers = WorkerPool::start(
+        pool.clone(),
+        registry,
+        WorkerConfig::from_settings(&settings),
+    );
     tracing::info!(workers = settings.workers, database = %settings.redacted_database_url(), "jobdock worker is running");
     shutdown.await;
     tracing::info!("shutting down: no new jobs are claimed");

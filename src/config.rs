@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The command line of the `jobdock` binary.
 #[derive(Debug, Parser)]
-#[command(name = "jobdock", version, about = "A persistent job server: long-running work behind HTTP, queued in PostgreSQL")]
+#[command(
+    name = "jobdock",
+    version,
+    about = "A persistent job server: long-running work behind HTTP, queued in PostgreSQL"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -185,7 +189,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(trimmed)
         .or_else(|_| humantime::parse_duration(&trimmed.replace(' ', "")))
-        .map_err(|err| format!("`{text}` is not a duration ({err}); try e.g. `7d`, `12h` or `3600`"))
+        .map_err(|err| {
+            format!("`{text}` is not a duration ({err}); try e.g. `7d`, `12h` or `3600`")
+        })
 }
 
 #[cfg(test)]
@@ -194,9 +200,18 @@ mod tests {
 
     #[test]
     fn durations_parse_in_the_forms_the_readme_shows() {
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
-        assert_eq!(parse_duration("7 days").unwrap(), Duration::from_secs(7 * 86_400));
-        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5_400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("7 days").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("1h 30m").unwrap(),
+            Duration::from_secs(5_400)
+        );
         assert_eq!(parse_duration("3600").unwrap(), Duration::from_secs(3_600));
         assert!(parse_duration("soon").is_err());
     }
@@ -207,7 +222,10 @@ mod tests {
             redact_url("postgres://app:s3cret@db:5432/jobs"),
             "postgres://app:***@db:5432/jobs"
         );
-        assert_eq!(redact_url("postgres://localhost/jobdock"), "postgres://localhost/jobdock");
+        assert_eq!(
+            redact_url("postgres://localhost/jobdock"),
+            "postgres://localhost/jobdock"
+        );
     }
 
     #[test]

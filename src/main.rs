@@ -23,7 +23,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             app.run_until_stopped(app::shutdown_signal()).await
         }
         Command::Worker(args) => {
-            app::run_workers(Settings::for_worker(&args), Registry::builtin(), app::shutdown_signal()).await
+            app::run_workers(
+                Settings::for_worker(&args),
+                Registry::builtin(),
+                app::shutdown_signal(),
+            )
+            .await
         }
         Command::Migrate(args) => app::run_migrations(&Settings::for_database(&args)).await,
         Command::Openapi => {

@@ -1,14 +1,17 @@
 //! The jobs API: submit, follow, fetch the result, cancel, delete, list.
 
+// Response enums are built once per request and moved straight into a response; boxing the monitor would
+// only add an allocation.
+#![allow(clippy::large_enum_variant)]
+
 use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::types::ParseFromJSON;
 use poem_openapi::{ApiResponse, OpenApi};
 use uuid::Uuid;
 
 use super::problem::{impl_problem_responses, Problem};
-use super::submit::{caller_scope, fingerprint, validate_submission};
+use super::submit::{caller_scope, fingerprint, parse_submission, validate_submission};
 use super::types::*;
 use super::{ApiState, ApiTags};
 use crate::job::{Idempotency, Job, JobStatus};
@@ -214,7 +217,8 @@ fn default_list_limit() -> u32 {
 /// Seconds until the job is worth polling again: 1 while it is due, else until its `run_at`.
 fn poll_after(job: &Job) -> u32 {
     let until_due = (job.run_at - chrono::Utc::now()).num_seconds();
-    u32::try_from(until_due.clamp(i64::from(POLL_AFTER_SECS), MAX_POLL_AFTER_SECS)).unwrap_or(POLL_AFTER_SECS)
+    u32::try_from(until_due.clamp(i64::from(POLL_AFTER_SECS), MAX_POLL_AFTER_SECS))
+        .unwrap_or(POLL_AFTER_SECS)
 }
 
 const NO_STORE: &str = "no-store";
@@ -233,12 +237,15 @@ impl JobsApi {
     async fn submit_job(
         &self,
         request: &Request,
-        body: Json<SubmitJob>,
+        body: Json<RawSubmitJob>,
         /// Makes the submission safe to retry: up to 255 characters, unique per caller.
         #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
         idempotency_key: Header<Option<String>>,
     ) -> SubmitJobResponse {
-        let submit = body.0;
+        let submit = match parse_submission(body.0 .0) {
+            Ok(submit) => submit,
+            Err(detail) => return Problem::bad_request(detail).into(),
+        };
         let fingerprint = idempotency_key.0.as_ref().map(|_| fingerprint(&submit));
         let mut job = match validate_submission(&self.state.registry, submit) {
             Ok(job) => job,
@@ -246,7 +253,8 @@ impl JobsApi {
         };
         if let (Some(key), Some(fingerprint)) = (idempotency_key.0, fingerprint) {
             if key.contains('\0') {
-                return Problem::bad_request("Idempotency-Key must not contain NUL characters").into();
+                return Problem::bad_request("Idempotency-Key must not contain NUL characters")
+                    .into();
             }
             job.idempotency = Some(Idempotency {
                 caller: caller_scope(request),
@@ -275,12 +283,16 @@ impl JobsApi {
     ///
     /// Up to 1,000 jobs in one request, stored in one transaction: all of them, or none. Every job is
     /// validated first; the first invalid one is named by `index` in the 400 answer.
-    #[oai(path = "/v1/jobs/batch", method = "post", operation_id = "submit_jobs_batch")]
+    #[oai(
+        path = "/v1/jobs/batch",
+        method = "post",
+        operation_id = "submit_jobs_batch"
+    )]
     async fn submit_jobs_batch(&self, body: Json<SubmitBatch>) -> SubmitBatchResponse {
         let mut jobs = Vec::with_capacity(body.0.jobs.len());
         for (index, item) in body.0.jobs.into_iter().enumerate() {
-            let parsed = SubmitJob::parse_from_json(Some(item.0))
-                .map_err(|err| format!("jobs[{index}] is invalid: {}", err.into_message()))
+            let parsed = parse_submission(item.0)
+                .map_err(|detail| format!("jobs[{index}] is invalid: {detail}"))
                 .and_then(|submit| {
                     validate_submission(&self.state.registry, submit)
                         .map_err(|detail| format!("jobs[{index}] is invalid: {detail}"))
@@ -296,7 +308,11 @@ impl JobsApi {
         }
         match store::jobs::insert_many(&self.state.pool, &jobs).await {
             Ok(stored) => {
-                let retry_after = stored.iter().map(poll_after).min().unwrap_or(POLL_AFTER_SECS);
+                let retry_after = stored
+                    .iter()
+                    .map(poll_after)
+                    .min()
+                    .unwrap_or(POLL_AFTER_SECS);
                 let jobs = stored.into_iter().map(JobMonitor::from).collect();
                 SubmitBatchResponse::Accepted(Json(BatchAccepted { jobs }), retry_after)
             }
@@ -324,9 +340,11 @@ impl JobsApi {
             Err(err) => return Problem::from_db(err).into(),
         };
         match job.status {
-            JobStatus::Succeeded if redirect.0 => {
-                GetJobResponse::Found(Json(job.clone().into()), result_path(job.id), NO_STORE.to_owned())
-            }
+            JobStatus::Succeeded if redirect.0 => GetJobResponse::Found(
+                Json(job.clone().into()),
+                result_path(job.id),
+                NO_STORE.to_owned(),
+            ),
             JobStatus::Queued | JobStatus::Running => {
                 let retry_after = poll_after(&job);
                 GetJobResponse::Ok(Json(job.into()), Some(retry_after), NO_STORE.to_owned())
@@ -339,7 +357,11 @@ impl JobsApi {
     ///
     /// The stored result of a succeeded job, with the content type it was stored with. **409** (with
     /// `job_status`) while the job has not succeeded.
-    #[oai(path = "/v1/jobs/:id/result", method = "get", operation_id = "get_job_result")]
+    #[oai(
+        path = "/v1/jobs/:id/result",
+        method = "get",
+        operation_id = "get_job_result"
+    )]
     async fn get_job_result(&self, id: Path<Uuid>) -> GetJobResultResponse {
         match store::results::get(&self.state.pool, id.0).await {
             Ok(ResultLookup::Found(result)) => GetJobResultResponse::Ok(ResultBody {
@@ -352,7 +374,8 @@ impl JobsApi {
                 } else {
                     format!("the job is `{status}`; poll its status monitor until it succeeds")
                 };
-                let mut problem = Problem::conflict("job-not-succeeded", "The job has no result", detail);
+                let mut problem =
+                    Problem::conflict("job-not-succeeded", "The job has no result", detail);
                 problem.job_status = Some(status.to_string());
                 problem.into()
             }
@@ -366,7 +389,11 @@ impl JobsApi {
     /// A queued job is cancelled at once (**200**). A running job is asked to stop (**202**); its handler
     /// sees the request and ends the job `cancelled`. A job that already succeeded or failed cannot be
     /// cancelled (**409**).
-    #[oai(path = "/v1/jobs/:id/cancel", method = "post", operation_id = "cancel_job")]
+    #[oai(
+        path = "/v1/jobs/:id/cancel",
+        method = "post",
+        operation_id = "cancel_job"
+    )]
     async fn cancel_job(&self, id: Path<Uuid>) -> CancelJobResponse {
         match store::jobs::cancel(&self.state.pool, id.0).await {
             Ok(Cancelled::Done(job)) => CancelJobResponse::Cancelled(Json(job.into())),
@@ -378,7 +405,10 @@ impl JobsApi {
                 let mut problem = Problem::conflict(
                     "job-finished",
                     "The job has already finished",
-                    format!("the job ended `{}`; a finished job cannot be cancelled", job.status),
+                    format!(
+                        "the job ended `{}`; a finished job cannot be cancelled",
+                        job.status
+                    ),
                 );
                 problem.job_status = Some(job.status.to_string());
                 problem.into()
@@ -424,18 +454,23 @@ impl JobsApi {
         /// Only jobs in this queue.
         queue: Query<Option<String>>,
         /// Page size.
-        #[oai(default = "default_list_limit", validator(minimum(value = "1"), maximum(value = "500")))]
+        #[oai(
+            default = "default_list_limit",
+            validator(minimum(value = "1"), maximum(value = "500"))
+        )]
         limit: Query<u32>,
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> ListJobsResponse {
-        let before = match cursor.0.as_deref().map(str::parse::<Uuid>) {
-            None => None,
-            Some(Ok(id)) => Some(id),
-            Some(Err(_)) => {
-                return Problem::bad_request("`cursor` is not a cursor this server gave out; pass `next_cursor` as it came").into()
-            }
-        };
+        let before =
+            match cursor.0.as_deref().map(str::parse::<Uuid>) {
+                None => None,
+                Some(Ok(id)) => Some(id),
+                Some(Err(_)) => return Problem::bad_request(
+                    "`cursor` is not a cursor this server gave out; pass `next_cursor` as it came",
+                )
+                .into(),
+            };
         let filter = store::jobs::ListFilter {
             status: status.0.map(JobStatus::from),
             kind: kind.0,

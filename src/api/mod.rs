@@ -165,7 +165,9 @@ async fn limit_body<E: Endpoint>(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     match declared {
-        Some(length) if length > max as u64 => return Ok(problem_response(Problem::payload_too_large(max))),
+        Some(length) if length > max as u64 => {
+            return Ok(problem_response(Problem::payload_too_large(max)))
+        }
         Some(_) => {}
         None => {
             let body = request.take_body();

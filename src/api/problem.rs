@@ -50,7 +50,12 @@ impl Problem {
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "The request is invalid", detail)
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "The request is invalid",
+            detail,
+        )
     }
 
     pub fn job_not_found() -> Problem {
@@ -106,19 +111,26 @@ impl Problem {
     ///
     /// `id_is_path` makes a malformed `{id}` a 404 (no job can have it) rather than a 400.
     pub fn from_extractor_error(err: &poem::Error, id_is_path: bool) -> Problem {
-        use poem_openapi::error::{ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError};
+        use poem_openapi::error::{
+            ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
+        };
 
         if let Some(param) = err.downcast_ref::<ParseParamError>() {
             if id_is_path && param.name == "id" {
                 return Problem::job_not_found();
             }
-            return Problem::bad_request(format!("parameter `{}` is invalid: {}", param.name, param.reason));
+            return Problem::bad_request(format!(
+                "parameter `{}` is invalid: {}",
+                param.name, param.reason
+            ));
         }
         if let Some(path) = err.downcast_ref::<ParsePathError>() {
-            if id_is_path && path.name == "id" {
+            // poem-openapi names path parameters `param0`, ...: never show that. The only path parameter is
+            // the job id, and no job has a malformed one.
+            if id_is_path {
                 return Problem::job_not_found();
             }
-            return Problem::bad_request(format!("path segment `{}` is invalid: {}", path.name, path.reason));
+            return Problem::bad_request(format!("the path is invalid: {}", path.reason));
         }
         if let Some(payload) = err.downcast_ref::<ParseRequestPayloadError>() {
             return Problem::bad_request(clean_payload_reason(&payload.reason));
@@ -145,7 +157,12 @@ impl Problem {
                 "Method not allowed",
                 "this resource does not support the request's method",
             ),
-            status if status.is_client_error() => Problem::new(status, "invalid-request", "The request is invalid", err.to_string()),
+            status if status.is_client_error() => Problem::new(
+                status,
+                "invalid-request",
+                "The request is invalid",
+                err.to_string(),
+            ),
             _ => {
                 tracing::error!(error = %err, "unexpected error before the operation ran");
                 Problem::internal()
@@ -160,7 +177,9 @@ impl Problem {
                 tracing::warn!(error = %err, "database unavailable");
                 Problem::unavailable()
             }
-            ErrorClass::BadData => Problem::bad_request(format!("the database rejected a value: {err}")),
+            ErrorClass::BadData => {
+                Problem::bad_request(format!("the database rejected a value: {err}"))
+            }
             ErrorClass::Internal => {
                 tracing::error!(error = ?err, "database error");
                 Problem::internal()
@@ -174,7 +193,10 @@ impl Problem {
 fn clean_payload_reason(reason: &str) -> String {
     let reason = reason.trim();
     let stripped = match reason.strip_prefix("failed to parse \"") {
-        Some(rest) => rest.split_once("\": ").map(|(_, tail)| tail).unwrap_or(rest),
+        Some(rest) => rest
+            .split_once("\": ")
+            .map(|(_, tail)| tail)
+            .unwrap_or(rest),
         None => reason,
     };
     let stripped = stripped.trim();
@@ -220,7 +242,11 @@ mod tests {
 
     #[test]
     fn payload_reasons_do_not_leak_type_names() {
-        let cleaned = clean_payload_reason("failed to parse \"SubmitJob\": field `kind` is required");
-        assert_eq!(cleaned, "the request body is invalid: field `kind` is required");
+        let cleaned =
+            clean_payload_reason("failed to parse \"SubmitJob\": field `kind` is required");
+        assert_eq!(
+            cleaned,
+            "the request body is invalid: field `kind` is required"
+        );
     }
 }

@@ -2,12 +2,70 @@
 //! PostgreSQL would reject (NUL characters) may get through to become a 500.
 
 use poem::Request;
-use serde_json::Value;
+use poem_openapi::types::ParseFromJSON;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::types::SubmitJob;
 use crate::job::NewJob;
 use crate::kinds::Registry;
+
+/// The fields of [`SubmitJob`], for naming unknown ones.
+const FIELDS: [&str; 7] = [
+    "kind",
+    "payload",
+    "queue",
+    "priority",
+    "run_at",
+    "max_attempts",
+    "timeout_secs",
+];
+
+/// Parses a submitted body into a [`SubmitJob`], with messages that name the offending field.
+/// poem-openapi's own messages name only the type (`failed to parse "integer(int32)"`).
+pub fn parse_submission(body: Value) -> Result<SubmitJob, String> {
+    let Value::Object(fields) = body else {
+        return Err(
+            "the body must be a JSON object, e.g. {\"kind\": \"echo\", \"payload\": {}}".to_owned(),
+        );
+    };
+    if let Some(unknown) = fields.keys().find(|key| !FIELDS.contains(&key.as_str())) {
+        return Err(format!(
+            "unknown field `{unknown}`; a job has {}",
+            FIELDS.map(|f| format!("`{f}`")).join(", ")
+        ));
+    }
+    if fields.get("kind").is_none_or(Value::is_null) {
+        return Err("`kind` is required: the name of what the job does, e.g. \"echo\"".to_owned());
+    }
+    SubmitJob::parse_from_json(Some(Value::Object(fields.clone()))).map_err(|whole| {
+        // Find the field at fault by parsing each one alone beside a valid kind.
+        let parse_alone = |name: &String, value: &Value| {
+            let mut alone = Map::new();
+            alone.insert("kind".to_owned(), Value::from("echo"));
+            alone.insert(name.clone(), value.clone());
+            SubmitJob::parse_from_json(Some(Value::Object(alone))).err()
+        };
+        fields
+            .iter()
+            .find_map(|(name, value)| parse_alone(name, value).map(|err| (name, err)))
+            .map(|(name, err)| {
+                format!(
+                    "`{name}` is invalid: {}",
+                    without_type_context(&err.into_message())
+                )
+            })
+            .unwrap_or_else(|| without_type_context(&whole.into_message()))
+    })
+}
+
+/// Drops poem-openapi's `(occurred while parsing "SubmitJob")`: clients never see that type name.
+fn without_type_context(message: &str) -> String {
+    match message.find(" (occurred while parsing") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
 
 /// Validates a submission against the kinds this server knows. `Err` is a message for a 400.
 pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<NewJob, String> {
@@ -29,7 +87,10 @@ pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<New
         payload => payload,
     };
     if contains_nul(&payload) {
-        return Err("`payload` must not contain NUL characters (\\u0000): PostgreSQL cannot store them".to_owned());
+        return Err(
+            "`payload` must not contain NUL characters (\\u0000): PostgreSQL cannot store them"
+                .to_owned(),
+        );
     }
     handler.validate(&payload)?;
     Ok(NewJob {
@@ -47,7 +108,9 @@ fn contains_nul(value: &Value) -> bool {
     match value {
         Value::String(text) => text.contains('\0'),
         Value::Array(items) => items.iter().any(contains_nul),
-        Value::Object(map) => map.iter().any(|(key, value)| key.contains('\0') || contains_nul(value)),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || contains_nul(value)),
         _ => false,
     }
 }
@@ -57,7 +120,10 @@ fn contains_nul(value: &Value) -> bool {
 /// credentials share one scope.
 pub fn caller_scope(request: &Request) -> String {
     match request.headers().get(poem::http::header::AUTHORIZATION) {
-        Some(credentials) => format!("auth:{}", hex(&Sha256::digest(credentials.as_bytes()))[..32].to_owned()),
+        Some(credentials) => format!(
+            "auth:{}",
+            hex(&Sha256::digest(credentials.as_bytes()))[..32].to_owned()
+        ),
         None => "anonymous".to_owned(),
     }
 }
@@ -86,7 +152,12 @@ fn canonical(value: &Value) -> Value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), canonical(v)))
+                    .collect(),
+            )
         }
         Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
         other => other.clone(),

@@ -29,16 +29,25 @@ pub struct SubmitJob {
     #[oai(default = "default_queue", validator(min_length = 1, max_length = 255))]
     pub queue: String,
     /// Higher runs first among due jobs.
-    #[oai(default, validator(minimum(value = "-1000000"), maximum(value = "1000000")))]
+    #[oai(
+        default,
+        validator(minimum(value = "-1000000"), maximum(value = "1000000"))
+    )]
     pub priority: i32,
     /// Do not start before this time (RFC 3339). Defaults to now.
     pub run_at: Option<DateTime<Utc>>,
     /// How many attempts a job gets before it ends `failed` (retryable failures, timeouts, crashed
     /// workers all use one).
-    #[oai(default = "default_max_attempts", validator(minimum(value = "1"), maximum(value = "100")))]
+    #[oai(
+        default = "default_max_attempts",
+        validator(minimum(value = "1"), maximum(value = "100"))
+    )]
     pub max_attempts: i32,
     /// How long one attempt may run before it is stopped and counted as failed (retryable).
-    #[oai(default = "default_timeout_secs", validator(minimum(value = "1"), maximum(value = "604800")))]
+    #[oai(
+        default = "default_timeout_secs",
+        validator(minimum(value = "1"), maximum(value = "604800"))
+    )]
     pub timeout_secs: i32,
 }
 
@@ -177,14 +186,15 @@ pub struct JobList {
 pub struct SubmitBatch {
     /// 1 to 1,000 jobs, each as in `POST /v1/jobs`.
     #[oai(validator(min_items = 1, max_items = 1000))]
-    pub jobs: Vec<BatchItem>,
+    pub jobs: Vec<RawSubmitJob>,
 }
 
-/// One job of a batch, kept unparsed until the handler can name its position in an error.
+/// A submitted job as it arrived: documented as [`SubmitJob`], parsed by
+/// [`super::submit::parse_submission`] so that errors name the field (and, in a batch, the position).
 #[derive(Debug, Clone)]
-pub struct BatchItem(pub Value);
+pub struct RawSubmitJob(pub Value);
 
-impl Type for BatchItem {
+impl Type for RawSubmitJob {
     const IS_REQUIRED: bool = true;
     type RawValueType = Value;
     type RawElementValueType = Value;
@@ -210,13 +220,13 @@ impl Type for BatchItem {
     }
 }
 
-impl ParseFromJSON for BatchItem {
+impl ParseFromJSON for RawSubmitJob {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        Ok(BatchItem(value.unwrap_or(Value::Null)))
+        Ok(RawSubmitJob(value.unwrap_or(Value::Null)))
     }
 }
 
-impl ToJSON for BatchItem {
+impl ToJSON for RawSubmitJob {
     fn to_json(&self) -> Option<Value> {
         Some(self.0.clone())
     }

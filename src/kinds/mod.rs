@@ -163,7 +163,9 @@ impl JobContext {
         });
         match leases::set_progress(&self.pool, self.lease, &progress).await {
             Ok(true) => {}
-            Ok(false) => tracing::debug!(job = %self.id, "progress not recorded: lease no longer held"),
+            Ok(false) => {
+                tracing::debug!(job = %self.id, "progress not recorded: lease no longer held")
+            }
             Err(err) => tracing::warn!(job = %self.id, error = %err, "progress not recorded"),
         }
     }
@@ -213,6 +215,9 @@ impl Registry {
 }
 
 /// Parses a payload into `T`, with a message that names the kind, for [`Handler::validate`].
-pub fn parse_payload<T: serde::de::DeserializeOwned>(kind: &str, payload: &Value) -> Result<T, String> {
+pub fn parse_payload<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    payload: &Value,
+) -> Result<T, String> {
     T::deserialize(payload).map_err(|err| format!("invalid payload for kind `{kind}`: {err}"))
 }

@@ -22,8 +22,12 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A one-line, actionable message when PostgreSQL is unreachable, refuses the credentials, or the URL is
 /// malformed.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)
-        .with_context(|| format!("DATABASE_URL `{}` is not a valid PostgreSQL URL", redact_url(url)))?;
+    let options = PgConnectOptions::from_str(url).with_context(|| {
+        format!(
+            "DATABASE_URL `{}` is not a valid PostgreSQL URL",
+            redact_url(url)
+        )
+    })?;
     ensure_database(&options, url).await?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
@@ -39,8 +43,12 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
 /// A pool that does not connect until first used: for the API, which must start and answer 503 while
 /// the database is down rather than refuse to start.
 pub fn connect_lazy(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)
-        .with_context(|| format!("DATABASE_URL `{}` is not a valid PostgreSQL URL", redact_url(url)))?;
+    let options = PgConnectOptions::from_str(url).with_context(|| {
+        format!(
+            "DATABASE_URL `{}` is not a valid PostgreSQL URL",
+            redact_url(url)
+        )
+    })?;
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -96,9 +104,9 @@ async fn ensure_database(options: &PgConnectOptions, url: &str) -> anyhow::Resul
                 Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
                 Err(err) => {
                     return Err(anyhow::anyhow!(
-                        "database `{name}` does not exist and could not be created ({err}); create it \
+                    "database `{name}` does not exist and could not be created ({err}); create it \
                          yourself or point DATABASE_URL at an existing database"
-                    ))
+                ))
                 }
             }
             let _ = admin.close().await;
@@ -118,7 +126,9 @@ fn explain_connect_error(err: sqlx::Error, url: &str) -> anyhow::Error {
         sqlx::Error::PoolTimedOut => anyhow::anyhow!(
             "PostgreSQL at {url} did not answer in time: check that it is running and reachable"
         ),
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("28P01") || db.code().as_deref() == Some("28000") => {
+        sqlx::Error::Database(db)
+            if db.code().as_deref() == Some("28P01") || db.code().as_deref() == Some("28000") =>
+        {
             anyhow::anyhow!(
                 "PostgreSQL at {url} refused the credentials ({}): put a user and password it accepts in \
                  DATABASE_URL",

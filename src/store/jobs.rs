@@ -116,10 +116,14 @@ struct JobWithFingerprint {
 
 /// One job by id.
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Filters for [`list`]. `before` is the keyset cursor: only jobs with a smaller id (older) are returned.
@@ -148,7 +152,9 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Job>, sqlx::
     if let Some(before) = filter.before {
         query.push(" AND id < ").push_bind(before);
     }
-    query.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+    query
+        .push(" ORDER BY id DESC LIMIT ")
+        .push_bind(filter.limit);
     query.build_query_as().fetch_all(pool).await
 }
 

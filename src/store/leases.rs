@@ -190,7 +190,11 @@ pub async fn fail_attempt(
 
 /// Ends a running job as `cancelled` (its handler stopped on request). Returns false when the lease was
 /// no longer held.
-pub async fn cancel_running(pool: &PgPool, lease: Lease, error: &Value) -> Result<bool, sqlx::Error> {
+pub async fn cancel_running(
+    pool: &PgPool,
+    lease: Lease,
+    error: &Value,
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE jobs SET status = 'cancelled', error = $3, finished_at = now(), updated_at = now(), \
            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \

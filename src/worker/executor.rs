@@ -20,7 +20,10 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 #[derive(Debug)]
 enum Outcome {
     Succeeded(Output),
-    Failed { error: Value, retryable: bool },
+    Failed {
+        error: Value,
+        retryable: bool,
+    },
     Cancelled,
     /// Nothing to write: the lease is gone, or shutdown releases the job.
     Abandoned(StopReason),
@@ -41,7 +44,9 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob) {
         (_, Some(StopReason::LeaseLost)) => Outcome::Abandoned(StopReason::LeaseLost),
         (Outcome::Succeeded(output), _) => Outcome::Succeeded(output),
         (_, Some(StopReason::CancelRequested)) => Outcome::Cancelled,
-        (Outcome::Cancelled, Some(StopReason::Shutdown)) => Outcome::Abandoned(StopReason::Shutdown),
+        (Outcome::Cancelled, Some(StopReason::Shutdown)) => {
+            Outcome::Abandoned(StopReason::Shutdown)
+        }
         (outcome, _) => outcome,
     };
     write_outcome(&shared, &job, lease, outcome).await;
@@ -56,11 +61,23 @@ async fn run_handler(
     let Some(handler) = shared.registry.get(&job.kind).cloned() else {
         // Claims only ask for registered kinds, so this is a bug, not a client error.
         return Outcome::Failed {
-            error: problem("job-failed", "The job failed", &format!("no handler for kind `{}`", job.kind), job),
+            error: problem(
+                "job-failed",
+                "The job failed",
+                &format!("no handler for kind `{}`", job.kind),
+                job,
+            ),
             retryable: false,
         };
     };
-    let ctx = JobContext::new(job.id, job.attempt, job.max_attempts, lease, shared.pool.clone(), stop);
+    let ctx = JobContext::new(
+        job.id,
+        job.attempt,
+        job.max_attempts,
+        lease,
+        shared.pool.clone(),
+        stop,
+    );
     let timeout = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(1).max(1));
     let run = AssertUnwindSafe(handler.run(ctx, job.payload.clone())).catch_unwind();
     match tokio::time::timeout(timeout, run).await {
@@ -82,7 +99,12 @@ async fn run_handler(
                 .unwrap_or_else(|| "unknown panic".to_owned());
             tracing::error!(job = %job.id, kind = %job.kind, %message, "handler panicked");
             Outcome::Failed {
-                error: problem("job-failed", "The job failed", &format!("the handler panicked: {message}"), job),
+                error: problem(
+                    "job-failed",
+                    "The job failed",
+                    &format!("the handler panicked: {message}"),
+                    job,
+                ),
                 retryable: true,
             }
         }
@@ -90,7 +112,10 @@ async fn run_handler(
             error: problem(
                 "job-timed-out",
                 "The job ran out of time",
-                &format!("attempt {} ran longer than timeout_secs ({} s)", job.attempt, job.timeout_secs),
+                &format!(
+                    "attempt {} ran longer than timeout_secs ({} s)",
+                    job.attempt, job.timeout_secs
+                ),
                 job,
             ),
             retryable: true,
@@ -134,7 +159,12 @@ async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome:
     }
 }
 
-async fn try_write(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome: &Outcome) -> Result<bool, sqlx::Error> {
+async fn try_write(
+    shared: &Shared,
+    job: &ClaimedJob,
+    lease: Lease,
+    outcome: &Outcome,
+) -> Result<bool, sqlx::Error> {
     let pool = &shared.pool;
     match outcome {
         Outcome::Succeeded(output) => {
@@ -158,7 +188,12 @@ async fn try_write(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome: &Ou
             Ok(moved.is_some())
         }
         Outcome::Cancelled => {
-            let error = problem("job-cancelled", "The job was cancelled", "cancelled while running", job);
+            let error = problem(
+                "job-cancelled",
+                "The job was cancelled",
+                "cancelled while running",
+                job,
+            );
             leases::cancel_running(pool, lease, &error).await
         }
         Outcome::Abandoned(StopReason::Shutdown) => {
@@ -170,7 +205,9 @@ async fn try_write(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome: &Ou
 
 /// Exponential backoff with jitter: spreads retries of jobs that failed together.
 pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
-    let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(30);
+    let exponent = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(30);
     let raw = base.saturating_mul(2u32.saturating_pow(exponent));
     let jitter = rand::thread_rng().gen_range(0.5..1.5);
     raw.mul_f64(jitter).min(MAX_RETRY_DELAY)
@@ -186,7 +223,10 @@ mod tests {
         for attempt in 1..=5 {
             let nominal = base * 2u32.pow(attempt as u32 - 1);
             let delay = retry_delay(base, attempt);
-            assert!(delay >= nominal.mul_f64(0.5) && delay < nominal.mul_f64(1.5), "{delay:?}");
+            assert!(
+                delay >= nominal.mul_f64(0.5) && delay < nominal.mul_f64(1.5),
+                "{delay:?}"
+            );
         }
         assert!(retry_delay(base, 60) <= MAX_RETRY_DELAY);
     }

@@ -129,15 +129,20 @@ impl WorkerPool {
             }
         };
         if !tasks.is_empty() {
-            tracing::info!(running = tasks.len(), ?grace, "waiting for running jobs to finish");
+            tracing::info!(
+                running = tasks.len(),
+                ?grace,
+                "waiting for running jobs to finish"
+            );
         }
-        let drained = tokio::time::timeout(grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             let leases = self.shared.running.leases();
-            tracing::warn!(jobs = leases.len(), "grace period over; releasing unfinished jobs to the queue");
+            tracing::warn!(
+                jobs = leases.len(),
+                "grace period over; releasing unfinished jobs to the queue"
+            );
             self.shared.running.stop_all(StopReason::Shutdown);
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}

@@ -38,7 +38,9 @@ impl Running {
     fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Entry>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts and removes), so
         // a poisoned lock is still safe to use.
-        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers a job; the returned token is cancelled when it should stop.

@@ -1,0 +1,140 @@
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn cancelling_a_queued_job_is_immediate_and_final() {
+    let app = spawn_app().await;
+    let id = app
+        .submit(json!({"kind": "echo", "run_at": "2099-01-01T00:00:00Z"}))
+        .await;
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let monitor: Value = response.json().await.unwrap();
+    assert_eq!(monitor["status"], "cancelled");
+    assert!(monitor["error"].is_object());
+    assert!(monitor["finished_at"].is_string());
+
+    // Cancelling again is still 200, and nothing changes.
+    let again = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["updated_at"], monitor["updated_at"]);
+
+    let status = app.get_job(id).await;
+    assert_eq!(status.status(), 200);
+    assert_eq!(status.json::<Value>().await.unwrap()["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_asks_it_to_stop_and_it_ends_cancelled() {
+    let app = spawn_app().await;
+    let id = app
+        .submit(json!({"kind": "sleep", "payload": {"ms": 60000}}))
+        .await;
+    app.wait_for_status(id, "running").await;
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let monitor: Value = response.json().await.unwrap();
+    assert_eq!(monitor["cancel_requested"], true);
+    let ended = app.wait_for_status(id, "cancelled").await;
+    assert_eq!(ended["attempt"], 1);
+    assert_eq!(
+        count(&app.pool, "SELECT count(*) FROM results").await,
+        0,
+        "a cancelled job has no result"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_finished_job_is_409() {
+    let app = spawn_app().await;
+    let id = app.submit(json!({"kind": "echo"})).await;
+    app.wait_for_status(id, "succeeded").await;
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["job_status"],
+        "succeeded"
+    );
+    assert_eq!(
+        app.monitor(id).await["status"],
+        "succeeded",
+        "a terminal state never changes"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_an_unknown_job_is_404() {
+    let app = spawn_app().await;
+    let id = uuid::Uuid::now_v7();
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn deleting_a_finished_job_removes_it_and_its_result() {
+    let app = spawn_app().await;
+    let id = app.submit(json!({"kind": "echo"})).await;
+    app.wait_for_status(id, "succeeded").await;
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM results").await, 1);
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(app.get_job(id).await.status(), 404);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM results").await, 0);
+    let again = app
+        .client
+        .delete(app.url(&format!("/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+}
+
+#[tokio::test]
+async fn deleting_a_queued_job_is_409_and_keeps_it() {
+    let app = spawn_app_with(|s| s.workers = 0).await;
+    let id = app.submit(json!({"kind": "echo"})).await;
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["job_status"],
+        "queued"
+    );
+    assert_eq!(app.get_job(id).await.status(), 200);
+}

@@ -1,0 +1,192 @@
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn a_batch_stores_every_job_and_answers_one_monitor_each() {
+    let app = spawn_app_with(|s| s.workers = 0).await;
+    let jobs: Vec<Value> = (0..50)
+        .map(|n| json!({"kind": "echo", "payload": {"n": n}}))
+        .collect();
+    let response = app
+        .client
+        .post(app.url("/v1/jobs/batch"))
+        .json(&json!({"jobs": jobs}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    let monitors = body["jobs"].as_array().unwrap();
+    assert_eq!(monitors.len(), 50);
+    assert!(monitors.iter().all(|m| m["status"] == "queued"));
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM jobs").await, 50);
+}
+
+#[tokio::test]
+async fn a_batch_with_an_invalid_job_names_it_and_stores_none() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            json!([{"kind": "echo"}, {"kind": "echo"}, {"kind": "nope"}]),
+            2,
+        ),
+        (json!([{"kind": "echo"}, {"payload": {}}]), 1),
+        (json!([{"kind": "sleep", "payload": {"ms": "x"}}]), 0),
+        (
+            json!([{"kind": "echo"}, {"kind": "echo", "payload": "\u{0}"}]),
+            1,
+        ),
+    ];
+    for (jobs, index) in cases {
+        let response = app
+            .client
+            .post(app.url("/v1/jobs/batch"))
+            .json(&json!({"jobs": jobs}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["index"], index, "{problem}");
+        assert!(problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("jobs[{index}]")));
+    }
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM jobs").await, 0);
+}
+
+#[tokio::test]
+async fn a_batch_must_hold_1_to_1000_jobs() {
+    let app = spawn_app().await;
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"kind": "echo"})).collect();
+    for jobs in [json!([]), json!(too_many)] {
+        let response = app
+            .client
+            .post(app.url("/v1/jobs/batch"))
+            .json(&json!({"jobs": jobs}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+    }
+    let exactly: Vec<Value> = (0..1000).map(|_| json!({"kind": "echo"})).collect();
+    let response = app
+        .client
+        .post(app.url("/v1/jobs/batch"))
+        .json(&json!({"jobs": exactly}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}
+
+async fn list(app: &TestApp, query: &str) -> Value {
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/jobs{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{query}");
+    response.json().await.unwrap()
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn listing_filters_by_status_kind_and_queue() {
+    let app = spawn_app_with(|s| s.workers = 0).await;
+    let echo = app.submit(json!({"kind": "echo", "queue": "a"})).await;
+    let sleep = app
+        .submit(json!({"kind": "sleep", "payload": {"ms": 1}, "queue": "b"}))
+        .await;
+    let cancelled = app.submit(json!({"kind": "echo", "queue": "b"})).await;
+    app.client
+        .post(app.url(&format!("/v1/jobs/{cancelled}/cancel")))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(ids(&list(&app, "").await).len(), 3);
+    assert_eq!(
+        ids(&list(&app, "?kind=sleep").await),
+        vec![sleep.to_string()]
+    );
+    assert_eq!(ids(&list(&app, "?queue=a").await), vec![echo.to_string()]);
+    assert_eq!(
+        ids(&list(&app, "?status=cancelled").await),
+        vec![cancelled.to_string()]
+    );
+    assert_eq!(
+        ids(&list(&app, "?status=queued&queue=b").await),
+        vec![sleep.to_string()]
+    );
+    assert!(ids(&list(&app, "?kind=nothing").await).is_empty());
+}
+
+#[tokio::test]
+async fn listing_pages_newest_first_without_gaps_or_repeats() {
+    let app = spawn_app_with(|s| s.workers = 0).await;
+    let jobs: Vec<Value> = (0..25)
+        .map(|n| json!({"kind": "echo", "payload": {"n": n}}))
+        .collect();
+    app.client
+        .post(app.url("/v1/jobs/batch"))
+        .json(&json!({"jobs": jobs}))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut query = "?limit=10".to_owned();
+    loop {
+        let page = list(&app, &query).await;
+        let page_ids = ids(&page);
+        assert!(page_ids.len() <= 10);
+        seen.extend(page_ids);
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("?limit=10&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 25);
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, sorted, "newest first");
+}
+
+#[tokio::test]
+async fn listing_rejects_bad_parameters_with_400() {
+    let app = spawn_app().await;
+    for query in [
+        "?limit=501",
+        "?limit=0",
+        "?limit=x",
+        "?status=done",
+        "?cursor=garbage",
+    ] {
+        let response = app
+            .client
+            .get(app.url(&format!("/v1/jobs{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! The HTTP contract (DESIGN §1), driven over a real socket against a real PostgreSQL.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cancel_delete;
+mod docs;
+mod health;
+mod list_batch;
+mod monitor;
+mod submit;
