@@ -6,6 +6,7 @@ mod common;
 mod cancel_delete;
 mod docs;
 mod health;
+mod kinds;
 mod list_batch;
 mod monitor;
 mod submit;

@@ -1,0 +1,77 @@
+use async_trait::async_trait;
+use jobdock::{Handler, JobContext, JobError, Output, Registry};
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// A kind of the embedding program's own, as in examples/embed.rs.
+struct Shout;
+
+#[async_trait]
+impl Handler for Shout {
+    fn kind(&self) -> &str {
+        "shout"
+    }
+
+    fn validate(&self, payload: &Value) -> Result<(), String> {
+        payload["text"]
+            .as_str()
+            .map(|_| ())
+            .ok_or_else(|| "`text` must be a string".to_owned())
+    }
+
+    async fn run(&self, _ctx: JobContext, payload: Value) -> Result<Output, JobError> {
+        let text = payload["text"].as_str().unwrap_or_default().to_uppercase();
+        Ok(Output::bytes("text/plain; charset=utf-8", text))
+    }
+}
+
+#[tokio::test]
+async fn an_embedded_kind_runs_and_keeps_its_own_content_type() {
+    let app = spawn_app_with_registry(Registry::builtin().with(Shout), |_| {}).await;
+    let id = app
+        .submit(json!({"kind": "shout", "payload": {"text": "hello"}}))
+        .await;
+    app.wait_for_status(id, "succeeded").await;
+    let result = app
+        .client
+        .get(app.url(&format!("/v1/jobs/{id}/result")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(result.status(), 200);
+    assert_eq!(
+        result.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(result.text().await.unwrap(), "HELLO");
+}
+
+#[tokio::test]
+async fn an_embedded_kind_validates_its_payload_before_acceptance() {
+    let app = spawn_app_with_registry(Registry::builtin().with(Shout), |_| {}).await;
+    let response = app
+        .post_job(json!({"kind": "shout", "payload": {"text": 5}}))
+        .await;
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["detail"], "`text` must be a string");
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM jobs").await, 0);
+}
+
+#[tokio::test]
+async fn workers_only_claim_kinds_they_know() {
+    // This server only knows the built-in kinds; a job of another kind, stored by another replica, stays
+    // queued instead of being claimed and failed.
+    let app = spawn_app().await;
+    let foreign = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO jobs (id, kind) VALUES ($1, 'shout')")
+        .bind(foreign)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let echo = app.submit(json!({"kind": "echo"})).await;
+    app.wait_for_status(echo, "succeeded").await;
+    assert_eq!(app.monitor(foreign).await["status"], "queued");
+    assert_eq!(app.monitor(foreign).await["attempt"], 0);
+}
