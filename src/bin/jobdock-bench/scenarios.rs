@@ -1,0 +1,563 @@
+//! The scenarios. Each run gets a fresh database; baselines run on a fresh database of their own too.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use clap::Args;
+use jobdock::worker::{WorkerConfig, WorkerPool};
+use jobdock::{Handler, JobContext, JobError, NewJob, Output, Registry};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use crate::pgbench::{self, Limit};
+use crate::report::{percentiles, Report};
+use crate::target::{http_client, BenchDatabase, Server};
+use crate::Common;
+
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// How long each run sends load.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+}
+
+impl Default for SubmitArgs {
+    fn default() -> Self {
+        SubmitArgs {
+            concurrency: 32,
+            seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    /// Jobs enqueued before the workers start.
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// Worker slots (jobs run at once, and the most claimed by one statement).
+    #[arg(long, default_value_t = 500)]
+    pub workers: usize,
+}
+
+impl Default for DrainArgs {
+    fn default() -> Self {
+        DrainArgs {
+            jobs: 20_000,
+            workers: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PickupArgs {
+    /// Jobs submitted one at a time.
+    #[arg(long, default_value_t = 200)]
+    pub probes: usize,
+}
+
+impl Default for PickupArgs {
+    fn default() -> Self {
+        PickupArgs { probes: 200 }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgedArgs {
+    /// Finished jobs (with results) in the table before measuring.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub finished: u64,
+    #[command(flatten)]
+    pub drain: DrainArgs,
+    #[command(flatten)]
+    pub pickup: PickupArgs,
+}
+
+impl Default for AgedArgs {
+    fn default() -> Self {
+        AgedArgs {
+            finished: 1_000_000,
+            drain: DrainArgs::default(),
+            pickup: PickupArgs::default(),
+        }
+    }
+}
+
+/// What a closed-loop load run saw.
+struct Load {
+    ok: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+/// `concurrency` clients send requests back to back for `seconds`; `send` makes one request and says
+/// whether it was answered as expected.
+async fn closed_loop<F, Fut>(concurrency: usize, seconds: u64, send: F) -> Load
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let send = Arc::new(send);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut clients = Vec::new();
+    for client in 0..concurrency {
+        let send = send.clone();
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                if send(client * 1_000_000 + n).await {
+                    ok += 1;
+                    latencies.push(sent.elapsed());
+                } else {
+                    errors += 1;
+                }
+                n += 1;
+            }
+            (ok, errors, latencies)
+        }));
+    }
+    let mut load = Load {
+        ok: 0,
+        errors: 0,
+        latencies: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    for client in clients {
+        if let Ok((ok, errors, latencies)) = client.await {
+            load.ok += ok;
+            load.errors += errors;
+            load.latencies.extend(latencies);
+        }
+    }
+    load.elapsed = started.elapsed();
+    load
+}
+
+pub async fn submit(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
+    let mut report = Report::new(
+        "submit",
+        json!({"concurrency": args.concurrency, "seconds": args.seconds}),
+    );
+    for _ in 0..common.runs {
+        let database = BenchDatabase::create(&common.database_url).await?;
+        let server = Server::start(&database, 0, Registry::builtin()).await?;
+        let client = http_client(args.concurrency)?;
+        let url = format!("{}/v1/jobs", server.base);
+        let load = closed_loop(args.concurrency, args.seconds, move |_| {
+            let request = client.post(&url).json(&json!({"kind": "echo"})).send();
+            async move { matches!(request.await, Ok(r) if r.status() == 202) }
+        })
+        .await;
+        server.stop().await?;
+        database.drop_database().await?;
+        let baseline_db = BenchDatabase::create(&common.database_url).await?;
+        let baseline = pgbench::run(
+            &baseline_db.url,
+            pgbench::INSERT,
+            args.concurrency,
+            Limit::Seconds(args.seconds),
+        )?;
+        baseline_db.drop_database().await?;
+        let (p50, p99) = percentiles(load.latencies);
+        report.add_run(json!({
+            "accepted_per_sec": load.ok as f64 / load.elapsed.as_secs_f64(),
+            "latency_p50_ms": p50, "latency_p99_ms": p99, "errors": load.errors,
+            "pgbench_insert_tps": baseline.tps,
+        }));
+    }
+    report.finish(&[(
+        "submit_vs_pgbench_insert",
+        "accepted_per_sec",
+        "pgbench_insert_tps",
+    )]);
+    Ok(())
+}
+
+pub async fn submit_batch(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
+    let concurrency = args.concurrency.min(4);
+    let mut report = Report::new(
+        "submit_batch",
+        json!({"concurrency": concurrency, "seconds": args.seconds, "batch": 1000}),
+    );
+    let batch: Value = json!({"jobs": vec![json!({"kind": "echo"}); 1000]});
+    for _ in 0..common.runs {
+        let database = BenchDatabase::create(&common.database_url).await?;
+        let server = Server::start(&database, 0, Registry::builtin()).await?;
+        let client = http_client(concurrency)?;
+        let url = format!("{}/v1/jobs/batch", server.base);
+        let body = batch.to_string();
+        let load = closed_loop(concurrency, args.seconds, move |_| {
+            let request = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send();
+            async move { matches!(request.await, Ok(r) if r.status() == 202) }
+        })
+        .await;
+        server.stop().await?;
+        database.drop_database().await?;
+        let (p50, p99) = percentiles(load.latencies);
+        report.add_run(json!({
+            "jobs_per_sec": load.ok as f64 * 1000.0 / load.elapsed.as_secs_f64(),
+            "request_p50_ms": p50, "request_p99_ms": p99, "errors": load.errors,
+        }));
+    }
+    report.finish(&[]);
+    Ok(())
+}
+
+async fn enqueue_echo_jobs(pool: &PgPool, count: usize) -> anyhow::Result<()> {
+    let mut left = count;
+    while left > 0 {
+        let chunk: Vec<NewJob> = (0..left.min(1000))
+            .map(|_| NewJob::new("echo", json!({})))
+            .collect();
+        left -= chunk.len();
+        jobdock::store::jobs::insert_many(pool, &chunk).await?;
+    }
+    Ok(())
+}
+
+async fn pending(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+fn worker_config(slots: usize) -> WorkerConfig {
+    WorkerConfig {
+        slots,
+        lease: Duration::from_secs(30),
+        poll_interval: Duration::from_secs(1),
+        retry_base: Duration::from_secs(1),
+        retention: Duration::from_secs(7 * 86_400),
+        worker_id: "jobdock-bench".to_owned(),
+    }
+}
+
+/// Drains `args.jobs` pre-enqueued jobs on `database` (which may hold other, finished jobs); jobs/s.
+async fn drain_once(database: &BenchDatabase, args: &DrainArgs) -> anyhow::Result<f64> {
+    let pool = database.pool().await?;
+    enqueue_echo_jobs(&pool, args.jobs).await?;
+    sqlx::query("ANALYZE jobs").execute(&pool).await?;
+    let worker_pool = jobdock::store::db::connect(&database.url, 20).await?;
+    let started = Instant::now();
+    let workers = WorkerPool::start(
+        worker_pool.clone(),
+        Registry::builtin(),
+        worker_config(args.workers),
+    );
+    while pending(&pool).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    workers.shutdown(Duration::from_secs(5)).await;
+    worker_pool.close().await;
+    let unfinished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs j WHERE j.status = 'succeeded' AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = j.id)",
+    )
+    .fetch_one(&pool)
+    .await?;
+    if unfinished > 0 {
+        bail!("{unfinished} succeeded jobs have no result");
+    }
+    pool.close().await;
+    Ok(args.jobs as f64 / elapsed.as_secs_f64())
+}
+
+/// The SQL-only ceiling: pgbench doing a drain's SQL in batches of 500 with 2 clients; jobs/s.
+async fn drain_ceiling(common: &Common, jobs: usize) -> anyhow::Result<f64> {
+    let database = BenchDatabase::create(&common.database_url).await?;
+    let pool = database.pool().await?;
+    enqueue_echo_jobs(&pool, jobs).await?;
+    sqlx::query("ANALYZE jobs").execute(&pool).await?;
+    pool.close().await;
+    let transactions = (jobs / 500 / 2).max(1) as u64;
+    let figures = pgbench::run(
+        &database.url,
+        pgbench::DRAIN_CEILING,
+        2,
+        Limit::Transactions(transactions),
+    )?;
+    database.drop_database().await?;
+    Ok(figures.tps * 500.0)
+}
+
+pub async fn drain(common: &Common, args: &DrainArgs) -> anyhow::Result<()> {
+    let mut report = Report::new("drain", json!({"jobs": args.jobs, "workers": args.workers}));
+    for _ in 0..common.runs {
+        let database = BenchDatabase::create(&common.database_url).await?;
+        let jobs_per_sec = drain_once(&database, args).await?;
+        database.drop_database().await?;
+        let ceiling = drain_ceiling(common, args.jobs).await?;
+        report.add_run(json!({"jobs_per_sec": jobs_per_sec, "sql_ceiling_jobs_per_sec": ceiling}));
+    }
+    report.finish(&[(
+        "drain_vs_sql_ceiling",
+        "jobs_per_sec",
+        "sql_ceiling_jobs_per_sec",
+    )]);
+    Ok(())
+}
+
+pub async fn e2e(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
+    let mut report = Report::new(
+        "e2e",
+        json!({"concurrency": args.concurrency, "seconds": args.seconds}),
+    );
+    for _ in 0..common.runs {
+        let database = BenchDatabase::create(&common.database_url).await?;
+        let server = Server::start(&database, 256, Registry::builtin()).await?;
+        let client = http_client(args.concurrency)?;
+        let url = format!("{}/v1/jobs", server.base);
+        let window_start: chrono::DateTime<chrono::Utc> = chrono::Utc::now();
+        let load = closed_loop(args.concurrency, args.seconds, move |_| {
+            let request = client.post(&url).json(&json!({"kind": "echo"})).send();
+            async move { matches!(request.await, Ok(r) if r.status() == 202) }
+        })
+        .await;
+        let window_end = window_start + chrono::Duration::from_std(load.elapsed)?;
+        let pool = database.pool().await?;
+        let (completed, p50, p99): (i64, Option<f64>, Option<f64>) = sqlx::query_as(
+            "SELECT count(*), \
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at)) * 1000, \
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at)) * 1000 \
+             FROM jobs WHERE status = 'succeeded' AND finished_at <= $1",
+        )
+        .bind(window_end)
+        .fetch_one(&pool)
+        .await?;
+        pool.close().await;
+        server.stop().await?;
+        database.drop_database().await?;
+        let baseline_db = BenchDatabase::create(&common.database_url).await?;
+        let baseline = pgbench::run(
+            &baseline_db.url,
+            pgbench::LIFECYCLE,
+            32,
+            Limit::Seconds(args.seconds),
+        )?;
+        baseline_db.drop_database().await?;
+        report.add_run(json!({
+            "completed_per_sec": completed as f64 / load.elapsed.as_secs_f64(),
+            "accepted_per_sec": load.ok as f64 / load.elapsed.as_secs_f64(),
+            "submit_to_result_p50_ms": p50.unwrap_or(0.0), "submit_to_result_p99_ms": p99.unwrap_or(0.0),
+            "errors": load.errors, "pgbench_lifecycle_tps": baseline.tps,
+        }));
+    }
+    report.finish(&[(
+        "e2e_vs_pgbench_lifecycle",
+        "completed_per_sec",
+        "pgbench_lifecycle_tps",
+    )]);
+    Ok(())
+}
+
+/// Reports how long after its submission each probe job's handler started.
+struct Probe;
+
+fn probe_channel() -> &'static OnceLock<mpsc::UnboundedSender<Duration>> {
+    static CHANNEL: OnceLock<mpsc::UnboundedSender<Duration>> = OnceLock::new();
+    &CHANNEL
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+#[async_trait]
+impl Handler for Probe {
+    fn kind(&self) -> &str {
+        "bench_probe"
+    }
+
+    async fn run(&self, _ctx: JobContext, payload: Value) -> Result<Output, JobError> {
+        let started = epoch().elapsed();
+        let sent = Duration::from_micros(payload["sent_us"].as_u64().unwrap_or(0));
+        if let Some(channel) = probe_channel().get() {
+            let _ = channel.send(started.saturating_sub(sent));
+        }
+        Output::json(&json!({}))
+    }
+}
+
+pub async fn pickup(common: &Common, args: &PickupArgs) -> anyhow::Result<()> {
+    let mut report = Report::new("pickup", json!({"probes": args.probes}));
+    let mut all = Vec::new();
+    for _ in 0..common.runs {
+        let database = BenchDatabase::create(&common.database_url).await?;
+        all.push(pickup_round(&database, args.probes).await?);
+        database.drop_database().await?;
+    }
+    for (p50, p99, baseline) in all {
+        report.add_run(json!({"pickup_p50_ms": p50, "pickup_p99_ms": p99, "pgbench_insert_latency_ms": baseline}));
+    }
+    report.finish(&[]);
+    Ok(())
+}
+
+/// One pickup measurement plus its baseline (pgbench's single-client insert latency: one round trip and
+/// one commit).
+async fn pickup_round(database: &BenchDatabase, probes: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let latencies = pickup_probes(database, probes).await?;
+    let (p50, p99) = percentiles(latencies);
+    let baseline = pgbench::run(&database.url, pgbench::INSERT, 1, Limit::Seconds(3))?;
+    Ok((p50, p99, baseline.latency_ms))
+}
+
+/// The probe channel is process-wide, so every pickup in this process shares one receiver.
+async fn pickup_probes(database: &BenchDatabase, probes: usize) -> anyhow::Result<Vec<Duration>> {
+    static RECEIVER: OnceLock<tokio::sync::Mutex<mpsc::UnboundedReceiver<Duration>>> =
+        OnceLock::new();
+    let receiver = RECEIVER.get_or_init(|| {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let _ = probe_channel().set(sender);
+        tokio::sync::Mutex::new(receiver)
+    });
+    let mut received = receiver.lock().await;
+    while received.try_recv().is_ok() {}
+    let server = Server::start(database, 32, Registry::builtin().with(Probe)).await?;
+    let client = http_client(1)?;
+    let url = format!("{}/v1/jobs", server.base);
+    // Let the workers settle into their idle wait first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut latencies = Vec::with_capacity(probes);
+    for _ in 0..probes {
+        let sent_us = epoch().elapsed().as_micros() as u64;
+        let response = client
+            .post(&url)
+            .json(&json!({"kind": "bench_probe", "payload": {"sent_us": sent_us}}))
+            .send()
+            .await?;
+        if response.status() != 202 {
+            bail!("probe was answered {}", response.status());
+        }
+        let latency = tokio::time::timeout(Duration::from_secs(10), received.recv())
+            .await
+            .context("a probe job never started")?
+            .context("probe channel closed")?;
+        latencies.push(latency);
+    }
+    server.stop().await?;
+    Ok(latencies)
+}
+
+pub async fn status(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
+    let mut report = Report::new(
+        "status",
+        json!({"concurrency": args.concurrency, "seconds": args.seconds}),
+    );
+    for _ in 0..common.runs {
+        let database = BenchDatabase::create(&common.database_url).await?;
+        let pool = database.pool().await?;
+        let jobs: Vec<NewJob> = (0..1000).map(|_| NewJob::new("echo", json!({}))).collect();
+        let ids: Arc<Vec<uuid::Uuid>> = Arc::new(
+            jobdock::store::jobs::insert_many(&pool, &jobs)
+                .await?
+                .iter()
+                .map(|j| j.id)
+                .collect(),
+        );
+        pool.close().await;
+        let server = Server::start(&database, 0, Registry::builtin()).await?;
+        let client = http_client(args.concurrency)?;
+        let base = server.base.clone();
+        let lookup = ids.clone();
+        let load = closed_loop(args.concurrency, args.seconds, move |n| {
+            let id = lookup[n % lookup.len()];
+            let request = client.get(format!("{base}/v1/jobs/{id}")).send();
+            async move { matches!(request.await, Ok(r) if r.status() == 200) }
+        })
+        .await;
+        server.stop().await?;
+        let baseline = pgbench::run(
+            &database.url,
+            &pgbench::status(ids[0]),
+            args.concurrency,
+            Limit::Seconds(args.seconds),
+        )?;
+        database.drop_database().await?;
+        let (p50, p99) = percentiles(load.latencies);
+        report.add_run(json!({
+            "requests_per_sec": load.ok as f64 / load.elapsed.as_secs_f64(),
+            "latency_p50_ms": p50, "latency_p99_ms": p99, "errors": load.errors,
+            "pgbench_select_tps": baseline.tps,
+        }));
+    }
+    report.finish(&[(
+        "status_vs_pgbench_select",
+        "requests_per_sec",
+        "pgbench_select_tps",
+    )]);
+    Ok(())
+}
+
+/// Fills `database` with `count` succeeded jobs and their results, as months of use would.
+async fn age(database: &BenchDatabase, count: u64) -> anyhow::Result<()> {
+    let pool = database.pool().await?;
+    sqlx::query(
+        "WITH old AS ( \
+           INSERT INTO jobs (id, kind, status, attempt, created_at, updated_at, started_at, finished_at, run_at) \
+           SELECT gen_random_uuid(), 'echo', 'succeeded', 1, now() - interval '1 day', now(), now(), now(), \
+                  now() - interval '1 day' \
+           FROM generate_series(1, $1) RETURNING id) \
+         INSERT INTO results (job_id, content_type, body) SELECT id, 'application/json', '\\x7b7d' FROM old",
+    )
+    .bind(i64::try_from(count)?)
+    .execute(&pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE jobs").execute(&pool).await?;
+    sqlx::query("VACUUM ANALYZE results").execute(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+pub async fn aged(common: &Common, args: &AgedArgs) -> anyhow::Result<()> {
+    let mut report = Report::new(
+        "aged",
+        json!({"finished": args.finished, "jobs": args.drain.jobs, "probes": args.pickup.probes}),
+    );
+    for _ in 0..common.runs {
+        let fresh = BenchDatabase::create(&common.database_url).await?;
+        let fresh_drain = drain_once(&fresh, &args.drain).await?;
+        let (fresh_p50, fresh_p99, _) = pickup_round(&fresh, args.pickup.probes).await?;
+        fresh.drop_database().await?;
+        let aged = BenchDatabase::create(&common.database_url).await?;
+        age(&aged, args.finished).await?;
+        let aged_drain = drain_once(&aged, &args.drain).await?;
+        let (aged_p50, aged_p99, _) = pickup_round(&aged, args.pickup.probes).await?;
+        aged.drop_database().await?;
+        report.add_run(json!({
+            "fresh_drain_jobs_per_sec": fresh_drain, "aged_drain_jobs_per_sec": aged_drain,
+            "fresh_pickup_p50_ms": fresh_p50, "aged_pickup_p50_ms": aged_p50,
+            "fresh_pickup_p99_ms": fresh_p99, "aged_pickup_p99_ms": aged_p99,
+        }));
+    }
+    report.finish(&[
+        (
+            "aged_vs_fresh_drain",
+            "aged_drain_jobs_per_sec",
+            "fresh_drain_jobs_per_sec",
+        ),
+        (
+            "aged_vs_fresh_pickup_p50",
+            "aged_pickup_p50_ms",
+            "fresh_pickup_p50_ms",
+        ),
+    ]);
+    Ok(())
+}
