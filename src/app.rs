@@ -93,10 +93,7 @@ impl Application {
             self.local_addr
         );
         let routes = api::routes(
-            ApiState {
-                pool: self.pool.clone(),
-                registry: self.registry.clone(),
-            },
+            ApiState::new(self.pool.clone(), self.registry.clone()),
             self.settings.max_body_bytes,
         );
         let grace = self.settings.shutdown_grace;

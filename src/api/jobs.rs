@@ -262,7 +262,15 @@ impl JobsApi {
                 fingerprint,
             });
         }
-        match store::jobs::insert_one(&self.state.pool, &job).await {
+        let inserted = if job.idempotency.is_some() {
+            store::jobs::insert_one(&self.state.pool, &job).await
+        } else {
+            match self.state.groups.insert(job).await {
+                Ok(job) => Ok(Inserted::Created(job)),
+                Err(err) => return Problem::from_db(&err).into(),
+            }
+        };
+        match inserted {
             Ok(Inserted::Created(job)) | Ok(Inserted::Existing(job)) => {
                 let location = monitor_path(job.id);
                 let retry_after = poll_after(&job);
@@ -275,7 +283,7 @@ impl JobsApi {
                 "this Idempotency-Key was already used with a different request; use a new key for a new job",
             )
             .into(),
-            Err(err) => Problem::from_db(err).into(),
+            Err(err) => Problem::from_db(&err).into(),
         }
     }
 
@@ -316,7 +324,7 @@ impl JobsApi {
                 let jobs = stored.into_iter().map(JobMonitor::from).collect();
                 SubmitBatchResponse::Accepted(Json(BatchAccepted { jobs }), retry_after)
             }
-            Err(err) => Problem::from_db(err).into(),
+            Err(err) => Problem::from_db(&err).into(),
         }
     }
 
@@ -337,7 +345,7 @@ impl JobsApi {
         let job = match store::jobs::get(&self.state.pool, id.0).await {
             Ok(Some(job)) => job,
             Ok(None) => return Problem::job_not_found().into(),
-            Err(err) => return Problem::from_db(err).into(),
+            Err(err) => return Problem::from_db(&err).into(),
         };
         match job.status {
             JobStatus::Succeeded if redirect.0 => GetJobResponse::Found(
@@ -380,7 +388,7 @@ impl JobsApi {
                 problem.into()
             }
             Ok(ResultLookup::NotFound) => Problem::job_not_found().into(),
-            Err(err) => Problem::from_db(err).into(),
+            Err(err) => Problem::from_db(&err).into(),
         }
     }
 
@@ -414,7 +422,7 @@ impl JobsApi {
                 problem.into()
             }
             Ok(Cancelled::NotFound) => Problem::job_not_found().into(),
-            Err(err) => Problem::from_db(err).into(),
+            Err(err) => Problem::from_db(&err).into(),
         }
     }
 
@@ -436,7 +444,7 @@ impl JobsApi {
                 problem.into()
             }
             Ok(Deleted::NotFound) => Problem::job_not_found().into(),
-            Err(err) => Problem::from_db(err).into(),
+            Err(err) => Problem::from_db(&err).into(),
         }
     }
 
@@ -490,7 +498,7 @@ impl JobsApi {
                 let jobs = jobs.into_iter().map(JobMonitor::from).collect();
                 ListJobsResponse::Ok(Json(JobList { jobs, next_cursor }))
             }
-            Err(err) => Problem::from_db(err).into(),
+            Err(err) => Problem::from_db(&err).into(),
         }
     }
 }

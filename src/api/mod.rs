@@ -5,7 +5,9 @@
 //! - [`problem`]: the problem-details error shape, used by every error answer.
 //! - [`types`]: request and response schemas.
 //! - [`submit`]: validation of submissions against the registered kinds, idempotency fingerprints.
+//! - [`grouping`]: group commit, so concurrent submissions share one INSERT.
 
+pub mod grouping;
 pub mod health;
 pub mod jobs;
 pub mod problem;
@@ -23,11 +25,23 @@ use sqlx::PgPool;
 use crate::kinds::Registry;
 use problem::{Problem, PROBLEM_JSON};
 
-/// What the operations need: the database and the kinds this server accepts.
+/// What the operations need: the database, the kinds this server accepts, and group commit.
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
     pub registry: Registry,
+    pub groups: grouping::SubmitGroups,
+}
+
+impl ApiState {
+    /// Must be called inside a tokio runtime: it starts the group-commit tasks.
+    pub fn new(pool: PgPool, registry: Registry) -> ApiState {
+        ApiState {
+            groups: grouping::SubmitGroups::start(pool.clone()),
+            pool,
+            registry,
+        }
+    }
 }
 
 #[derive(Tags)]
@@ -87,10 +101,7 @@ impl Document {
 pub fn document() -> Document {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
-    Document::of(&service(ApiState {
-        pool,
-        registry: Registry::empty(),
-    }))
+    Document::of(&service(ApiState::new(pool, Registry::empty())))
 }
 
 /// OpenAPI links from the 202 of `submit_job` to the operations that take the new job's id, so client

@@ -171,8 +171,8 @@ impl Problem {
     }
 
     /// The problem for a database error: 503 when it is unreachable, 400 for data it rejected, else 500.
-    pub fn from_db(err: sqlx::Error) -> Problem {
-        match store::classify(&err) {
+    pub fn from_db(err: &sqlx::Error) -> Problem {
+        match store::classify(err) {
             ErrorClass::Unavailable => {
                 tracing::warn!(error = %err, "database unavailable");
                 Problem::unavailable()

@@ -327,10 +327,7 @@ async fn an_unreachable_database_is_503_with_retry_after_and_no_hang() {
         .connect_lazy("postgres://127.0.0.1:1/nothing")
         .unwrap();
     let routes = jobdock::api::routes(
-        jobdock::api::ApiState {
-            pool,
-            registry: jobdock::Registry::builtin(),
-        },
+        jobdock::api::ApiState::new(pool, jobdock::Registry::builtin()),
         1024 * 1024,
     );
     let acceptor =
