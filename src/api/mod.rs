@@ -89,6 +89,7 @@ impl Document {
             panic!("poem-openapi produced an unparsable document: {err}")
         });
         add_links(&mut document);
+        canonical_header_names(&mut document);
         Document {
             json: serde_json::to_string_pretty(&document).unwrap_or_default(),
             yaml: serde_yaml::to_string(&document).unwrap_or_default(),
@@ -123,6 +124,48 @@ fn add_links(document: &mut Value) {
         "cancel_job": link("cancel_job", "Cancel the new job."),
         "delete_job": link("delete_job", "Delete the new job once it has finished."),
     });
+}
+
+/// poem-openapi writes response header names upper-cased (`LOCATION`); HTTP does not care, but people
+/// reading the document and generated clients' docs do.
+fn canonical_header_names(document: &mut Value) {
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let responses = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| {
+            operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+        })
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        if let Some(headers) = response.get_mut("headers").and_then(Value::as_object_mut) {
+            let renamed: serde_json::Map<String, Value> = std::mem::take(headers)
+                .into_iter()
+                .map(|(name, header)| (canonical_header_name(&name), header))
+                .collect();
+            *headers = renamed;
+        }
+    }
+}
+
+/// `RETRY-AFTER` → `Retry-After`.
+fn canonical_header_name(name: &str) -> String {
+    name.split('-')
+        .map(|word| {
+            let lower = word.to_ascii_lowercase();
+            let mut chars = lower.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Every route of the server, with its middleware.
