@@ -189,7 +189,11 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<Cancelled, sqlx::Error> {
     .await?;
     match updated {
         Some(job) if job.status == JobStatus::Running => {
-            super::notify::cancel_requested(pool, id).await?;
+            // The flag is committed: the cancel has happened. The NOTIFY only makes the worker notice at
+            // once; if it fails, the worker's next heartbeat reads the flag instead.
+            if let Err(err) = super::notify::cancel_requested(pool, id).await {
+                tracing::warn!(job = %id, error = %err, "cancel notification not sent; the next heartbeat will see it");
+            }
             Ok(Cancelled::Requested(job))
         }
         Some(job) => Ok(Cancelled::Done(job)),

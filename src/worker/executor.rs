@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use rand::Rng;
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use super::running::StopReason;
 use super::Shared;
@@ -29,17 +30,17 @@ enum Outcome {
     Abandoned(StopReason),
 }
 
-pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob) {
+/// Runs `job`, which the claim loop has registered in [`Shared::running`] (`stop` is its token there).
+pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, stop: CancellationToken) {
     let lease = Lease {
         id: job.id,
         token: job.lease_token,
     };
-    let stop = shared.running.insert(lease);
     if job.cancel_requested {
         shared.running.stop(job.id, StopReason::CancelRequested);
     }
     let outcome = run_handler(&shared, &job, lease, stop).await;
-    let outcome = match (outcome, shared.running.remove(job.id)) {
+    let outcome = match (outcome, shared.running.reason(job.id)) {
         // Whatever the handler returned after losing its lease cannot be written.
         (_, Some(StopReason::LeaseLost)) => Outcome::Abandoned(StopReason::LeaseLost),
         (Outcome::Succeeded(output), _) => Outcome::Succeeded(output),
@@ -50,13 +51,17 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob) {
         (outcome, _) => outcome,
     };
     write_outcome(&shared, &job, lease, outcome).await;
+    // Forgotten only once the outcome is written: if shutdown aborts this task mid-write, the lease must
+    // still be in `running` so shutdown releases the job (the release is fenced, so it is a no-op when the
+    // write did commit).
+    shared.running.remove(job.id);
 }
 
 async fn run_handler(
     shared: &Shared,
     job: &ClaimedJob,
     lease: Lease,
-    stop: tokio_util::sync::CancellationToken,
+    stop: CancellationToken,
 ) -> Outcome {
     let Some(handler) = shared.registry.get(&job.kind).cloned() else {
         // Claims only ask for registered kinds, so this is a bug, not a client error.

@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{executor, Shared};
-use crate::store::leases;
+use crate::store::leases::{self, Lease};
 
 /// The longest a claim loop backs off after database errors.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
@@ -24,6 +24,9 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> JoinSet
     let kinds = shared.registry.kinds();
     let mut error_backoff = Duration::from_millis(100);
     loop {
+        if stop.is_cancelled() {
+            return tasks;
+        }
         // Reap finished tasks so the set does not grow without bound.
         while tasks.try_join_next().is_some() {}
 
@@ -35,11 +38,18 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> JoinSet
             }
             continue;
         }
-        let claimed = tokio::select! {
-            _ = stop.cancelled() => return tasks,
-            claimed = leases::claim_available(
-                &shared.pool, &kinds, free as i64, shared.config.lease, &shared.config.worker_id) => claimed,
-        };
+        // Not raced against `stop`: dropping the claim mid-flight does not undo it (the statement may
+        // already have committed on the server), and the jobs it claimed would be left `running` with no
+        // worker until their leases expire. The claim is one short statement; shutdown waits for it, then
+        // drains or releases what it claimed.
+        let claimed = leases::claim_available(
+            &shared.pool,
+            &kinds,
+            free as i64,
+            shared.config.lease,
+            &shared.config.worker_id,
+        )
+        .await;
         match claimed {
             Ok(jobs) => {
                 error_backoff = Duration::from_millis(100);
@@ -49,9 +59,15 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> JoinSet
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         break;
                     };
+                    // Registered before the task is spawned: shutdown can abort a task before it first
+                    // runs, and must still find the lease to release the job.
+                    let stop = shared.running.insert(Lease {
+                        id: job.id,
+                        token: job.lease_token,
+                    });
                     let shared = shared.clone();
                     tasks.spawn(async move {
-                        executor::execute(shared.clone(), job).await;
+                        executor::execute(shared.clone(), job, stop).await;
                         drop(permit);
                         shared.wake.notify_one();
                     });

@@ -57,6 +57,11 @@ impl Running {
         stop
     }
 
+    /// Why a job was told to stop, if it was.
+    pub fn reason(&self, id: Uuid) -> Option<StopReason> {
+        self.lock().get(&id).and_then(|entry| entry.reason)
+    }
+
     /// Forgets a job, returning why it was told to stop, if it was.
     pub fn remove(&self, id: Uuid) -> Option<StopReason> {
         self.lock().remove(&id).and_then(|entry| entry.reason)
