@@ -4,6 +4,7 @@
 //!
 //! A map of the crate:
 //! - [`config`]: settings from flags and environment, validated once.
+//! - [`batch`]: group commit — many callers' items flushed in one statement.
 //! - [`app`]: wiring — connect, migrate, serve the API and run workers, shut down gracefully.
 //! - [`api`]: the HTTP API (poem-openapi), its OpenAPI document and Swagger UI.
 //! - [`job`]: the job, its status machine, and a validated request to create one.
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod batch;
 pub mod config;
 pub mod job;
 pub mod kinds;

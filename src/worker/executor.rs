@@ -169,24 +169,26 @@ async fn try_write(
     job: &ClaimedJob,
     lease: Lease,
     outcome: &Outcome,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, Arc<sqlx::Error>> {
     let pool = &shared.pool;
     match outcome {
         Outcome::Succeeded(output) => {
-            let done = leases::complete_many(
-                pool,
-                &[Completion {
-                    lease,
-                    content_type: output.content_type.clone(),
-                    body: output.body.clone(),
-                }],
-            )
-            .await?;
-            Ok(!done.is_empty())
+            let completion = Completion {
+                lease,
+                content_type: output.content_type.clone(),
+                body: output.body.clone(),
+            };
+            shared
+                .completer
+                .submit(completion)
+                .await
+                .unwrap_or_else(|| Err(Arc::new(sqlx::Error::PoolClosed)))
         }
         Outcome::Failed { error, retryable } => {
             let delay = retry_delay(shared.config.retry_base, job.attempt);
-            let moved = leases::fail_attempt(pool, lease, error, *retryable, delay).await?;
+            let moved = leases::fail_attempt(pool, lease, error, *retryable, delay)
+                .await
+                .map_err(Arc::new)?;
             if moved == Some(crate::job::JobStatus::Queued) {
                 tracing::info!(job = %job.id, attempt = job.attempt, retry_in = ?delay, "attempt failed; retrying");
             }
@@ -199,11 +201,14 @@ async fn try_write(
                 "cancelled while running",
                 job,
             );
-            leases::cancel_running(pool, lease, &error).await
+            leases::cancel_running(pool, lease, &error)
+                .await
+                .map_err(Arc::new)
         }
-        Outcome::Abandoned(StopReason::Shutdown) => {
-            Ok(!leases::release_many(pool, &[lease]).await?.is_empty())
-        }
+        Outcome::Abandoned(StopReason::Shutdown) => leases::release_many(pool, &[lease])
+            .await
+            .map(|released| !released.is_empty())
+            .map_err(Arc::new),
         Outcome::Abandoned(_) => Ok(true),
     }
 }

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::{executor, Shared};
 use crate::store::leases::{self, Lease};
 
+/// How long a busy claim loop waits, once a slot frees up, for more slots to free up.
+const CLAIM_COOLDOWN: Duration = Duration::from_millis(1);
 /// The longest a claim loop backs off after database errors.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -36,6 +38,9 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> JoinSet
                 _ = stop.cancelled() => return tasks,
                 permit = slots.acquire() => drop(permit),
             }
+            // Jobs that finish together free their slots together, when their batch of results commits:
+            // a moment's pause lets the claim take all of them instead of the first one.
+            tokio::time::sleep(CLAIM_COOLDOWN).await;
             continue;
         }
         // Not raced against `stop`: dropping the claim mid-flight does not undo it (the statement may
@@ -67,9 +72,8 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> JoinSet
                     });
                     let shared = shared.clone();
                     tasks.spawn(async move {
-                        executor::execute(shared.clone(), job, stop).await;
+                        executor::execute(shared, job, stop).await;
                         drop(permit);
-                        shared.wake.notify_one();
                     });
                 }
                 if full {
@@ -87,7 +91,8 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> JoinSet
                 continue;
             }
         }
-        // Idle: wait for a notification, a freed slot, or the poll interval.
+        // Idle: the queue had fewer due jobs than free slots. Wait for a notification or the poll interval
+        // (a job finishing here frees a slot but adds no work).
         tokio::select! {
             _ = stop.cancelled() => return tasks,
             _ = shared.wake.notified() => {}

@@ -3,12 +3,14 @@
 //!
 //! - [`fetch`]: the claim loop (one statement per batch, never more jobs than free slots).
 //! - [`executor`]: runs one job and writes its outcome, fenced by its lease token.
+//! - [`completer`]: writes the results of jobs that succeed together in one statement.
 //! - [`heartbeat`]: extends every running job's lease in one statement, and notices cancellations and lost
 //!   leases.
 //! - [`listener`]: LISTEN/NOTIFY, which wakes the claim loop and reaches cancelled jobs at once.
 //! - [`maintenance`]: the rescuer (expired leases) and the pruner (retention).
 //! - [`running`]: the jobs this process is running.
 
+mod completer;
 pub mod executor;
 mod fetch;
 mod heartbeat;
@@ -73,8 +75,9 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub config: WorkerConfig,
     pub running: Running,
-    /// Wakes the claim loop: a NOTIFY arrived, or a slot freed up.
+    /// Wakes the claim loop: a NOTIFY arrived.
     pub wake: Notify,
+    pub completer: completer::Completer,
 }
 
 /// A running worker pool. Call [`WorkerPool::shutdown`] to stop it gracefully.
@@ -90,6 +93,7 @@ impl WorkerPool {
     /// Starts the claim loop (when `config.slots > 0`), heartbeats, the listener and maintenance.
     pub fn start(pool: PgPool, registry: Registry, config: WorkerConfig) -> WorkerPool {
         let shared = Arc::new(Shared {
+            completer: completer::start(pool.clone()),
             pool,
             registry,
             config,
