@@ -229,12 +229,15 @@ async fn enqueue_echo_jobs(pool: &PgPool, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn pending(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")
-            .fetch_one(pool)
-            .await?,
+/// Whether any job is still queued or running. EXISTS stops at the first row: counting every pending row
+/// each poll would load the database the drain is measuring.
+async fn pending(pool: &PgPool) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued') \
+             OR EXISTS (SELECT 1 FROM jobs WHERE status = 'running')",
     )
+    .fetch_one(pool)
+    .await?)
 }
 
 fn worker_config(slots: usize) -> WorkerConfig {
@@ -260,8 +263,8 @@ async fn drain_once(database: &BenchDatabase, args: &DrainArgs) -> anyhow::Resul
         Registry::builtin(),
         worker_config(args.workers),
     );
-    while pending(&pool).await? > 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    while pending(&pool).await? {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
     workers.shutdown(Duration::from_secs(5)).await;
