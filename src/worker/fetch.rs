@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 use super::{executor, Shared};
 use crate::store::leases::{self, Lease};
 
+/// The most jobs one claim takes. With more slots than this, the next batch is claimed while the
+/// previous one's results are still being written, so the database is never idle between batches.
+const MAX_CLAIM: usize = 500;
 /// How long a busy claim loop waits, once a slot frees up, for more slots to free up.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(1);
 /// The longest a claim loop backs off after database errors.
@@ -50,7 +53,7 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> JoinSet
         let claimed = leases::claim_available(
             &shared.pool,
             &kinds,
-            free as i64,
+            free.min(MAX_CLAIM) as i64,
             shared.config.lease,
             &shared.config.worker_id,
         )
@@ -58,7 +61,7 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> JoinSet
         match claimed {
             Ok(jobs) => {
                 error_backoff = Duration::from_millis(100);
-                let full = jobs.len() == free;
+                let full = jobs.len() == free.min(MAX_CLAIM);
                 for job in jobs {
                     // Cannot fail: `free` permits were available and only this loop takes them.
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
