@@ -32,8 +32,7 @@ impl Application {
     /// When PostgreSQL is unreachable, migrations fail, or the address cannot be bound; the message says
     /// which, and what to do.
     pub async fn build(settings: Settings, registry: Registry) -> anyhow::Result<Application> {
-        let pool = store::db::connect(&settings.database_url, settings.max_connections).await?;
-        store::db::migrate(&pool).await?;
+        // Bind first: a busy port is reported before anything is done to the database.
         let acceptor = TcpListener::bind(settings.listen)
             .into_acceptor()
             .await
@@ -43,6 +42,8 @@ impl Application {
                     settings.listen
                 )
             })?;
+        let pool = store::db::connect(&settings.database_url, settings.max_connections).await?;
+        store::db::migrate(&pool).await?;
         let local_addr = acceptor
             .local_addr()
             .first()

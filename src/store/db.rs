@@ -22,12 +22,7 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A one-line, actionable message when PostgreSQL is unreachable, refuses the credentials, or the URL is
 /// malformed.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url).with_context(|| {
-        format!(
-            "DATABASE_URL `{}` is not a valid PostgreSQL URL",
-            redact_url(url)
-        )
-    })?;
+    let options = parse_url(url)?;
     ensure_database(&options, url).await?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
@@ -40,19 +35,15 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     Ok(pool)
 }
 
-/// A pool that does not connect until first used: for the API, which must start and answer 503 while
-/// the database is down rather than refuse to start.
-pub fn connect_lazy(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url).with_context(|| {
-        format!(
-            "DATABASE_URL `{}` is not a valid PostgreSQL URL",
+/// The connect options in `url`, with an error that says what is wrong once (sqlx's error already carries
+/// its cause in its message, so it is not kept as a source).
+fn parse_url(url: &str) -> anyhow::Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url).map_err(|err| {
+        anyhow::anyhow!(
+            "DATABASE_URL `{}` is not a valid PostgreSQL URL: {err}",
             redact_url(url)
         )
-    })?;
-    Ok(PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_lazy_with(options))
+    })
 }
 
 /// Applies pending migrations. Safe for replicas starting together: sqlx takes an advisory lock.

@@ -14,6 +14,8 @@ use super::Shared;
 use crate::kinds::{JobContext, JobError, Output};
 use crate::store::leases::{self, ClaimedJob, Completion, Lease};
 
+/// The longest wait between attempts to write an outcome while the database is unreachable.
+const MAX_WRITE_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// Retry delays grow as `base * 2^(attempt - 1)`, times a jitter in [0.5, 1.5), up to this.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 
@@ -138,10 +140,12 @@ fn problem(slug: &str, title: &str, detail: &str, job: &ClaimedJob) -> Value {
     })
 }
 
-/// Writes the outcome, retrying through short database outages. Giving up is safe: the lease then
-/// expires and the rescuer hands the job to another attempt.
+/// Writes the outcome, retrying until the database answers, however long an outage lasts. Retrying is
+/// safe because the write is fenced: if the lease was lost meanwhile (rescued and run elsewhere), the
+/// write is refused rather than applied twice. Giving up instead would throw away finished work, and on a
+/// job's last attempt turn a success into a failure. The job stays in `running`, so heartbeats keep its
+/// lease alive once the database is back, and shutdown still releases it.
 async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome: Outcome) {
-    let deadline = tokio::time::Instant::now() + shared.config.lease;
     let mut delay = Duration::from_millis(50);
     loop {
         match try_write(shared, job, lease, &outcome).await {
@@ -151,14 +155,10 @@ async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome:
                 }
                 return;
             }
-            Err(err) if tokio::time::Instant::now() + delay < deadline => {
-                tracing::warn!(job = %job.id, error = %err, "writing outcome failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
             Err(err) => {
-                tracing::error!(job = %job.id, error = %err, "writing outcome failed; the job will be rescued");
-                return;
+                tracing::warn!(job = %job.id, error = %err, retry_in = ?delay, "writing outcome failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_WRITE_RETRY_DELAY);
             }
         }
     }
