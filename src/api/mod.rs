@@ -90,6 +90,7 @@ impl Document {
         });
         add_links(&mut document);
         canonical_header_names(&mut document);
+        close_request_schemas(&mut document);
         Document {
             json: serde_json::to_string_pretty(&document).unwrap_or_default(),
             yaml: serde_yaml::to_string(&document).unwrap_or_default(),
@@ -124,6 +125,19 @@ fn add_links(document: &mut Value) {
         "cancel_job": link("cancel_job", "Cancel the new job."),
         "delete_job": link("delete_job", "Delete the new job once it has finished."),
     });
+}
+
+/// `deny_unknown_fields` rejects unknown fields but does not say so in the schema; say it, so clients and
+/// fuzzers know an extra field is an error.
+fn close_request_schemas(document: &mut Value) {
+    for name in ["SubmitJob", "SubmitBatch"] {
+        if let Some(schema) = document
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .and_then(Value::as_object_mut)
+        {
+            schema.insert("additionalProperties".to_owned(), Value::Bool(false));
+        }
+    }
 }
 
 /// poem-openapi writes response header names upper-cased (`LOCATION`); HTTP does not care, but people
@@ -175,6 +189,7 @@ pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
     let docs_html = service
         .swagger_ui_html()
         .replace(&service.spec(), &document.json);
+    let methods = std::sync::Arc::new(AllowedMethods::of(&document.json));
     let json = document.json.clone();
     let yaml = document.yaml.clone();
     Route::new()
@@ -199,51 +214,133 @@ pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
             "/docs",
             poem::endpoint::make_sync(move |_| Html(docs_html.clone())),
         )
-        .around(move |endpoint, request| limit_body(endpoint, request, max_body_bytes))
-        .catch_all_error(|err: poem::Error| async move {
-            problem_response(Problem::from_extractor_error(&err, false))
+        .around(move |endpoint, request| {
+            middleware(endpoint, request, max_body_bytes, methods.clone())
         })
 }
 
-/// Answers 413 for a body over the limit: at once when `Content-Length` says so, else by reading the body
-/// with the limit (chunked uploads). Marks every API answer `Cache-Control: no-store`: job state changes
-/// under the client's feet.
-async fn limit_body<E: Endpoint>(
+/// Every request passes here. Answers 413 for a body over the limit: at once when `Content-Length` says
+/// so, else by reading the body with the limit (chunked uploads). Renders errors from outside the
+/// operations (unknown route, wrong method) as problem details, with `Allow` on a 405. Marks every API
+/// answer `Cache-Control: no-store`: job state changes under the client's feet.
+async fn middleware<E: Endpoint>(
     endpoint: std::sync::Arc<E>,
     mut request: Request,
     max: usize,
+    methods: std::sync::Arc<AllowedMethods>,
 ) -> poem::Result<Response> {
+    let path = request.uri().path().to_owned();
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    match declared {
-        Some(length) if length > max as u64 => {
-            return Ok(problem_response(Problem::payload_too_large(max)))
-        }
-        Some(_) => {}
-        None => {
-            let body = request.take_body();
-            if !body.is_empty() {
-                match body.into_bytes_limit(max).await {
-                    Ok(bytes) => request.set_body(bytes),
-                    Err(poem::error::ReadBodyError::PayloadTooLarge) => {
-                        return Ok(problem_response(Problem::payload_too_large(max)))
+    let mut response = match declared {
+        Some(length) if length > max as u64 => problem_response(Problem::payload_too_large(max)),
+        _ => match read_body_within(&mut request, max, declared.is_some()).await {
+            Err(too_large) => too_large,
+            Ok(()) => match endpoint.call(request).await {
+                Ok(response) => response.into_response(),
+                Err(err) => {
+                    let mut response = problem_response(Problem::from_extractor_error(&err, false));
+                    if err.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+                        if let Some(allow) = methods.for_path(&path) {
+                            response
+                                .headers_mut()
+                                .insert(poem::http::header::ALLOW, allow);
+                        }
                     }
-                    Err(err) => return Err(err.into()),
+                    response
                 }
-            }
-        }
-    }
-    let api = request.uri().path().starts_with("/v1/");
-    let mut response = endpoint.call(request).await?.into_response();
-    if api && !response.headers().contains_key(CACHE_CONTROL) {
+            },
+        },
+    };
+    if path.starts_with("/v1/") && !response.headers().contains_key(CACHE_CONTROL) {
         response
             .headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     Ok(response)
+}
+
+/// Reads a body without `Content-Length` (chunked) into memory with the limit; `Err` is the 413 answer.
+async fn read_body_within(
+    request: &mut Request,
+    max: usize,
+    has_length: bool,
+) -> Result<(), Response> {
+    if has_length {
+        return Ok(());
+    }
+    let body = request.take_body();
+    if body.is_empty() {
+        return Ok(());
+    }
+    match body.into_bytes_limit(max).await {
+        Ok(bytes) => {
+            request.set_body(bytes);
+            Ok(())
+        }
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+            Err(problem_response(Problem::payload_too_large(max)))
+        }
+        Err(err) => Err(problem_response(Problem::bad_request(format!(
+            "the request body could not be read: {err}"
+        )))),
+    }
+}
+
+/// The methods each documented path allows, for the `Allow` header of a 405.
+struct AllowedMethods {
+    paths: Vec<(Vec<String>, HeaderValue)>,
+}
+
+impl AllowedMethods {
+    fn of(document_json: &str) -> AllowedMethods {
+        let document: Value = serde_json::from_str(document_json).unwrap_or(Value::Null);
+        let mut paths = Vec::new();
+        for (path, item) in document["paths"].as_object().into_iter().flatten() {
+            let mut methods: Vec<String> = item
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(method, _)| method.to_ascii_uppercase())
+                .collect();
+            if methods.iter().any(|m| m == "GET") {
+                methods.push("HEAD".to_owned());
+            }
+            methods.sort();
+            if let Ok(allow) = HeaderValue::from_str(&methods.join(", ")) {
+                paths.push((segments(path), allow));
+            }
+        }
+        AllowedMethods { paths }
+    }
+
+    /// The `Allow` value for a request path: template segments (`{id}`) match any one segment.
+    fn for_path(&self, path: &str) -> Option<HeaderValue> {
+        let wanted = segments(path);
+        let is_parameter = |segment: &String| segment.starts_with('{');
+        self.paths
+            .iter()
+            .filter(|(template, _)| {
+                template.len() == wanted.len()
+                    && template
+                        .iter()
+                        .zip(&wanted)
+                        .all(|(t, w)| is_parameter(t) || t == w)
+            })
+            // `/v1/jobs/batch` is a better match for itself than `/v1/jobs/{id}`.
+            .min_by_key(|(template, _)| template.iter().filter(|t| is_parameter(t)).count())
+            .map(|(_, allow)| allow.clone())
+    }
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.trim_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect()
 }
 
 fn problem_response(problem: Problem) -> Response {

@@ -178,7 +178,10 @@ impl Problem {
                 Problem::unavailable()
             }
             ErrorClass::BadData => {
-                Problem::bad_request(format!("the database rejected a value: {err}"))
+                tracing::info!(error = %err, "the database rejected a value from a request");
+                Problem::bad_request(
+                    "a value in the request cannot be stored (for example, it contains a NUL character)",
+                )
             }
             ErrorClass::Internal => {
                 tracing::error!(error = ?err, "database error");

@@ -38,6 +38,16 @@ pub fn parse_submission(body: Value) -> Result<SubmitJob, String> {
     if fields.get("kind").is_none_or(Value::is_null) {
         return Err("`kind` is required: the name of what the job does, e.g. \"echo\"".to_owned());
     }
+    // Said here rather than by the schema's pattern, whose message would be an unreadable regex.
+    for field in ["kind", "queue"] {
+        if fields
+            .get(field)
+            .and_then(Value::as_str)
+            .is_some_and(|text| text.contains('\0'))
+        {
+            return Err(format!("`{field}` must not contain NUL characters"));
+        }
+    }
     SubmitJob::parse_from_json(Some(Value::Object(fields.clone()))).map_err(|whole| {
         // Find the field at fault by parsing each one alone beside a valid kind.
         let parse_alone = |name: &String, value: &Value| {
@@ -69,12 +79,6 @@ fn without_type_context(message: &str) -> String {
 
 /// Validates a submission against the kinds this server knows. `Err` is a message for a 400.
 pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<NewJob, String> {
-    if submit.kind.contains('\0') {
-        return Err("`kind` must not contain NUL characters".to_owned());
-    }
-    if submit.queue.contains('\0') {
-        return Err("`queue` must not contain NUL characters".to_owned());
-    }
     let Some(handler) = registry.get(&submit.kind) else {
         return Err(format!(
             "unknown kind `{}`; this server runs: {}",

@@ -19,14 +19,17 @@ use crate::job::{Job, JobStatus};
 pub struct SubmitJob {
     /// What the job does: a kind this server knows (built in: `echo`, `sleep`, `fail`). An unknown kind is
     /// answered 400.
-    #[oai(validator(min_length = 1, max_length = 255))]
+    #[oai(validator(min_length = 1, max_length = 255, pattern = r"^[^\x00]*$"))]
     pub kind: String,
     /// The kind's input. Defaults to `{}`. `echo` takes anything; `sleep` takes `{"ms": N}`; `fail` takes
     /// `{"message": "...", "retryable": bool}`.
-    #[oai(default)]
+    #[oai(default = "empty_object")]
     pub payload: Value,
     /// The queue the job belongs to, for grouping and filtering.
-    #[oai(default = "default_queue", validator(min_length = 1, max_length = 255))]
+    #[oai(
+        default = "default_queue",
+        validator(min_length = 1, max_length = 255, pattern = r"^[^\x00]*$")
+    )]
     pub queue: String,
     /// Higher runs first among due jobs.
     #[oai(
@@ -49,6 +52,10 @@ pub struct SubmitJob {
         validator(minimum(value = "1"), maximum(value = "604800"))
     )]
     pub timeout_secs: i32,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
 }
 
 fn default_queue() -> String {
@@ -257,8 +264,9 @@ pub struct ResultBody {
 impl Payload for ResultBody {
     const CONTENT_TYPE: &'static str = "*/*";
 
+    /// Any body at all: JSON for the built-in kinds, whatever an embedded kind stores.
     fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", "binary")))
+        MetaSchemaRef::Inline(Box::new(MetaSchema::ANY))
     }
 }
 

@@ -219,5 +219,13 @@ pub fn parse_payload<T: serde::de::DeserializeOwned>(
     kind: &str,
     payload: &Value,
 ) -> Result<T, String> {
-    T::deserialize(payload).map_err(|err| format!("invalid payload for kind `{kind}`: {err}"))
+    T::deserialize(payload).map_err(|err| {
+        // serde names the Rust type it wanted ("expected struct SleepPayload"): say what a client sends.
+        let message = err.to_string();
+        let message = match message.find("expected struct ") {
+            Some(at) => format!("{}expected a JSON object", &message[..at]),
+            None => message,
+        };
+        format!("invalid payload for kind `{kind}`: {message}")
+    })
 }

@@ -129,3 +129,14 @@ fn every_operation_has_a_verb_resource_id_a_tag_and_a_summary() {
         assert!(ids.iter().any(|id| id == expected), "missing {expected}");
     }
 }
+
+#[test]
+fn request_schemas_say_unknown_fields_are_rejected() {
+    let doc = document();
+    for name in ["SubmitJob", "SubmitBatch"] {
+        assert_eq!(
+            doc["components"]["schemas"][name]["additionalProperties"], false,
+            "{name}"
+        );
+    }
+}

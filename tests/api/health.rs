@@ -39,4 +39,22 @@ async fn unknown_routes_and_methods_are_problem_details() {
         wrong_method.headers()["content-type"],
         "application/problem+json"
     );
+    assert_eq!(wrong_method.headers()["allow"], "GET, HEAD, POST");
+    assert_eq!(wrong_method.headers()["cache-control"], "no-store");
+    let on_a_job = app
+        .client
+        .patch(app.url(&format!("/v1/jobs/{}", uuid::Uuid::now_v7())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_a_job.status(), 405);
+    assert_eq!(on_a_job.headers()["allow"], "DELETE, GET, HEAD");
+    let on_batch = app
+        .client
+        .get(app.url("/v1/jobs/batch"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_batch.status(), 405);
+    assert_eq!(on_batch.headers()["allow"], "POST");
 }

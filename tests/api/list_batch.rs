@@ -190,3 +190,13 @@ async fn listing_rejects_bad_parameters_with_400() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_filter_no_job_can_match_is_an_empty_page_not_an_error() {
+    let app = spawn_app_with(|s| s.workers = 0).await;
+    app.submit(json!({"kind": "echo"})).await;
+    for query in ["?kind=ec%00ho", "?queue=a%00b"] {
+        let page = list(&app, query).await;
+        assert!(ids(&page).is_empty(), "{query}");
+    }
+}

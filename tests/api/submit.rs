@@ -373,3 +373,16 @@ async fn an_unreachable_database_is_503_with_retry_after_and_no_hang() {
         .unwrap();
     assert_eq!(live.status(), 200);
 }
+
+#[tokio::test]
+async fn payload_errors_speak_json_not_rust() {
+    let app = spawn_app().await;
+    let request = app
+        .client
+        .post(app.url("/v1/jobs"))
+        .json(&json!({"kind": "sleep", "payload": "soon"}));
+    let problem = assert_rejected_and_nothing_stored(&app, request, 400).await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("expected a JSON object"), "{detail}");
+    assert!(!detail.contains("struct"), "{detail}");
+}
