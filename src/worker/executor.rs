@@ -52,6 +52,7 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, stop: Cancella
         }
         (outcome, _) => outcome,
     };
+    shared.running.finishing(job.id);
     write_outcome(&shared, &job, lease, outcome).await;
     // Forgotten only once the outcome is written: if shutdown aborts this task mid-write, the lease must
     // still be in `running` so shutdown releases the job (the release is fenced, so it is a no-op when the

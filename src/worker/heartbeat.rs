@@ -35,8 +35,9 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     shared.running.stop(beat.id, StopReason::CancelRequested);
                 }
                 for lost in held.iter().filter(|lease| !alive.contains(&lease.id)) {
-                    tracing::warn!(job = %lost.id, "lease lost; stopping the job");
-                    shared.running.stop(lost.id, StopReason::LeaseLost);
+                    if shared.running.lease_lost(lost.id) {
+                        tracing::warn!(job = %lost.id, "lease lost; stopping the job");
+                    }
                 }
             }
             Err(err) => tracing::warn!(error = %err, jobs = held.len(), "heartbeat failed"),

@@ -11,8 +11,11 @@ use crate::store::maintenance;
 
 /// Rows one rescue or prune statement touches at most, so no statement holds many locks for long.
 pub const BATCH: i64 = 1000;
-/// How often the pruner runs.
-pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// The pruner runs ten times per retention period, at most once a minute and at least once a second, so
+/// a job is gone within about a tenth of the retention after it expires.
+fn prune_every(retention: Duration) -> Duration {
+    (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
 
 /// The rescuer runs twice per lease, so an expired lease is found within half a lease of expiring.
 fn rescue_every(lease: Duration) -> Duration {
@@ -21,7 +24,7 @@ fn rescue_every(lease: Duration) -> Duration {
 
 pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut rescue = tokio::time::interval(rescue_every(shared.config.lease));
-    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut prune = tokio::time::interval(prune_every(shared.config.retention));
     rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

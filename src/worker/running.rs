@@ -24,6 +24,9 @@ struct Entry {
     lease: Lease,
     stop: CancellationToken,
     reason: Option<StopReason>,
+    /// The handler has returned and its outcome is being written. The lease is still renewed (the write
+    /// may be retrying through an outage), but a missing lease then most likely means the write committed.
+    finishing: bool,
 }
 
 /// Shared between the executor tasks, the heartbeat, the listener and shutdown.
@@ -52,6 +55,7 @@ impl Running {
                 lease,
                 stop: stop.clone(),
                 reason: None,
+                finishing: false,
             },
         );
         stop
@@ -65,6 +69,26 @@ impl Running {
     /// Forgets a job, returning why it was told to stop, if it was.
     pub fn remove(&self, id: Uuid) -> Option<StopReason> {
         self.lock().remove(&id).and_then(|entry| entry.reason)
+    }
+
+    /// Marks a job whose handler has returned and whose outcome is being written.
+    pub fn finishing(&self, id: Uuid) {
+        if let Some(entry) = self.lock().get_mut(&id) {
+            entry.finishing = true;
+        }
+    }
+
+    /// A heartbeat found the job's lease gone. Returns true when that is news: the job was still running
+    /// its handler (so it is told to stop), rather than writing its outcome or already forgotten.
+    pub fn lease_lost(&self, id: Uuid) -> bool {
+        match self.lock().get_mut(&id) {
+            Some(entry) if !entry.finishing => {
+                entry.reason.get_or_insert(StopReason::LeaseLost);
+                entry.stop.cancel();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Tells a job to stop. The first reason given sticks.

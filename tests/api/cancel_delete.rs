@@ -138,3 +138,27 @@ async fn deleting_a_queued_job_is_409_and_keeps_it() {
     );
     assert_eq!(app.get_job(id).await.status(), 200);
 }
+
+#[tokio::test]
+async fn finished_jobs_and_their_results_are_pruned_after_the_retention() {
+    let app = spawn_app_with(|s| s.retention = std::time::Duration::from_secs(1)).await;
+    let finished = app.submit(json!({"kind": "echo"})).await;
+    app.wait_for_status(finished, "succeeded").await;
+    let waiting = app
+        .submit(json!({"kind": "echo", "run_at": "2099-01-01T00:00:00Z"}))
+        .await;
+    let pruned = eventually(std::time::Duration::from_secs(15), || async {
+        app.get_job(finished).await.status() == 404
+    })
+    .await;
+    assert!(
+        pruned,
+        "a job finished longer ago than the retention is pruned"
+    );
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM results").await, 0);
+    assert_eq!(
+        app.get_job(waiting).await.status(),
+        200,
+        "unfinished jobs are never pruned"
+    );
+}
