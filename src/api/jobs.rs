@@ -1,16 +1,13 @@
 //! The jobs API: submit, follow, fetch the result, cancel, delete, list.
 
-// Response enums are built once per request and moved straight into a response; boxing the monitor would
-// only add an allocation.
-#![allow(clippy::large_enum_variant)]
-
 use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, OpenApi};
+use poem_openapi::OpenApi;
 use uuid::Uuid;
 
-use super::problem::{impl_problem_responses, Problem};
+use super::problem::Problem;
+use super::responses::*;
 use super::submit::{caller_scope, fingerprint, parse_submission, validate_submission};
 use super::types::*;
 use super::{ApiState, ApiTags};
@@ -26,185 +23,6 @@ const DEFAULT_LIST_LIMIT: u32 = 100;
 pub struct JobsApi {
     pub state: ApiState,
 }
-
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "SubmitJobResponse::bad_request_handler")]
-pub enum SubmitJobResponse {
-    /// The job is stored and will run. `Location` is its status monitor; poll it after `Retry-After`
-    /// seconds. A repeat of an earlier request with the same `Idempotency-Key` gets the same job.
-    #[oai(status = 202)]
-    Accepted(
-        Json<JobMonitor>,
-        #[oai(header = "Location")] String,
-        #[oai(header = "Retry-After")] u32,
-    ),
-    /// The body is not valid JSON, misses `kind`, names an unknown kind, or has a payload the kind rejects.
-    /// Nothing was stored.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// The body is larger than the server's limit. Nothing was stored.
-    #[oai(status = 413, content_type = "application/problem+json")]
-    PayloadTooLarge(Json<Problem>),
-    /// The body is not `application/json`. Nothing was stored.
-    #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
-    /// The `Idempotency-Key` was used before with a different request. Nothing was stored.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Unprocessable(Json<Problem>),
-    /// The database is unreachable; the job was not accepted. Retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
-    /// An unexpected error; it has been logged.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-}
-impl_problem_responses!(SubmitJobResponse, id_is_path = false, {
-    400 => BadRequest, 413 => PayloadTooLarge, 415 => UnsupportedMediaType, 422 => Unprocessable,
-});
-
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "SubmitBatchResponse::bad_request_handler")]
-pub enum SubmitBatchResponse {
-    /// Every job is stored; one status monitor per job, in the order sent.
-    #[oai(status = 202)]
-    Accepted(Json<BatchAccepted>, #[oai(header = "Retry-After")] u32),
-    /// A job is invalid (`index` names the first one) or the batch is empty or too long. Nothing was stored.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// The body is larger than the server's limit. Nothing was stored.
-    #[oai(status = 413, content_type = "application/problem+json")]
-    PayloadTooLarge(Json<Problem>),
-    /// The body is not `application/json`. Nothing was stored.
-    #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
-    /// The database is unreachable; nothing was accepted. Retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
-    /// An unexpected error; it has been logged.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-}
-impl_problem_responses!(SubmitBatchResponse, id_is_path = false, {
-    400 => BadRequest, 413 => PayloadTooLarge, 415 => UnsupportedMediaType,
-});
-
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "GetJobResponse::bad_request_handler")]
-pub enum GetJobResponse {
-    /// The job has not succeeded: `queued` or `running` (poll again after `Retry-After` seconds), or
-    /// finished as `failed` or `cancelled` (see `error`; no `Retry-After`). With `redirect=false`, also a
-    /// `succeeded` job, with `result_url`.
-    #[oai(status = 200)]
-    Ok(
-        Json<JobMonitor>,
-        #[oai(header = "Retry-After")] Option<u32>,
-        #[oai(header = "Cache-Control")] String,
-    ),
-    /// The job has succeeded: its result is at `Location`.
-    #[oai(status = 302)]
-    Found(
-        Json<JobMonitor>,
-        #[oai(header = "Location")] String,
-        #[oai(header = "Cache-Control")] String,
-    ),
-    /// No job has this id.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// A query parameter is invalid.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// The database is unreachable. Retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
-    /// An unexpected error; it has been logged.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-}
-impl_problem_responses!(GetJobResponse, id_is_path = true, { 404 => NotFound, 400 => BadRequest });
-
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "GetJobResultResponse::bad_request_handler")]
-pub enum GetJobResultResponse {
-    /// The result, with the content type the job stored it with.
-    #[oai(status = 200)]
-    Ok(ResultBody),
-    /// No job has this id.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// The job has not succeeded (yet, or ever): `job_status` says where it is.
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
-    /// The database is unreachable. Retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
-    /// An unexpected error; it has been logged.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-}
-impl_problem_responses!(GetJobResultResponse, id_is_path = true, { 404 => NotFound, 409 => Conflict });
-
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "CancelJobResponse::bad_request_handler")]
-pub enum CancelJobResponse {
-    /// The job is now `cancelled` (it was queued, or was already cancelled).
-    #[oai(status = 200)]
-    Cancelled(Json<JobMonitor>),
-    /// The job is running and has been asked to stop; poll the status monitor to see it end.
-    #[oai(status = 202)]
-    Requested(Json<JobMonitor>, #[oai(header = "Location")] String),
-    /// The job already succeeded or failed; nothing changed.
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
-    /// No job has this id.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// The database is unreachable. Retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
-    /// An unexpected error; it has been logged.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-}
-impl_problem_responses!(CancelJobResponse, id_is_path = true, { 404 => NotFound, 409 => Conflict });
-
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "DeleteJobResponse::bad_request_handler")]
-pub enum DeleteJobResponse {
-    /// The job and its result are gone.
-    #[oai(status = 204)]
-    Deleted,
-    /// The job is queued or running; cancel it first, or wait for it to finish.
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
-    /// No job has this id.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// The database is unreachable. Retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
-    /// An unexpected error; it has been logged.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-}
-impl_problem_responses!(DeleteJobResponse, id_is_path = true, { 404 => NotFound, 409 => Conflict });
-
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "ListJobsResponse::bad_request_handler")]
-pub enum ListJobsResponse {
-    /// A page of jobs, newest first. Pass `next_cursor` as `cursor` for the next page.
-    #[oai(status = 200)]
-    Ok(Json<JobList>),
-    /// A filter, `limit` or `cursor` is invalid.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// The database is unreachable. Retry after `Retry-After` seconds.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
-    /// An unexpected error; it has been logged.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-}
-impl_problem_responses!(ListJobsResponse, id_is_path = false, { 400 => BadRequest });
 
 fn default_true() -> bool {
     true

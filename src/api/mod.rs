@@ -3,6 +3,7 @@
 //! - [`jobs`]: the job operations (submit, status monitor, result, cancel, delete, list, batch).
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`problem`]: the problem-details error shape, used by every error answer.
+//! - [`responses`]: what each jobs operation answers.
 //! - [`types`]: request and response schemas.
 //! - [`submit`]: validation of submissions against the registered kinds, idempotency fingerprints.
 //! - [`grouping`]: group commit, so concurrent submissions share one INSERT.
@@ -11,6 +12,7 @@ pub mod grouping;
 pub mod health;
 pub mod jobs;
 pub mod problem;
+pub mod responses;
 pub mod submit;
 pub mod types;
 

@@ -239,6 +239,33 @@ macro_rules! impl_problem_responses {
 }
 pub(crate) use impl_problem_responses;
 
+/// Defines an operation's response enum with the variants every operation shares (503 with
+/// `Retry-After` when the database is unreachable, 500 for the unexpected), and implements
+/// `From<Problem>` and the bad-request handler for it (see `impl_problem_responses!`).
+macro_rules! api_response {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $($variants:tt)* }
+        id_is_path = $id_is_path:expr;
+        problems { $($status:literal => $variant:ident),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        pub enum $name {
+            $($variants)*
+            /// The database is unreachable; nothing was changed. Retry after `Retry-After` seconds.
+            #[oai(status = 503, content_type = "application/problem+json")]
+            Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
+            /// An unexpected error; it has been logged.
+            #[oai(status = 500, content_type = "application/problem+json")]
+            Internal(Json<Problem>),
+        }
+        $crate::api::problem::impl_problem_responses!($name, id_is_path = $id_is_path, {
+            $($status => $variant),*
+        });
+    };
+}
+pub(crate) use api_response;
+
 #[cfg(test)]
 mod tests {
     use super::*;
