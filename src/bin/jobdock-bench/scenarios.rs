@@ -281,8 +281,14 @@ async fn drain_once(database: &BenchDatabase, args: &DrainArgs) -> anyhow::Resul
     Ok(args.jobs as f64 / elapsed.as_secs_f64())
 }
 
+/// The fewest jobs the SQL-only ceiling drains.
+const CEILING_MIN_JOBS: usize = 100_000;
+
 /// The SQL-only ceiling: pgbench doing a drain's SQL in batches of 500 with 2 clients; jobs/s.
 async fn drain_ceiling(common: &Common, jobs: usize) -> anyhow::Result<f64> {
+    // At 500 jobs a transaction, 20,000 jobs are 20 transactions per client: too short a run for a stable
+    // rate (it varied 37k–67k jobs/s between runs). Drain at least 100,000.
+    let jobs = jobs.max(CEILING_MIN_JOBS);
     let database = BenchDatabase::create(&common.database_url).await?;
     let pool = database.pool().await?;
     enqueue_echo_jobs(&pool, jobs).await?;
