@@ -129,8 +129,10 @@ fn add_links(document: &mut Value) {
     });
 }
 
-/// `deny_unknown_fields` rejects unknown fields but does not say so in the schema; say it, so clients and
-/// fuzzers know an extra field is an error.
+/// Says in the schema what the handlers enforce: `deny_unknown_fields` rejects unknown fields, and `kind`
+/// and `queue` may not contain NUL, so clients and fuzzers know both are errors. (The NUL rule is checked
+/// by hand in `submit::parse_submission`: poem-openapi's `pattern` validator compiles its regex on every
+/// request, which cost a batch submission most of its CPU.)
 fn close_request_schemas(document: &mut Value) {
     for name in ["SubmitJob", "SubmitBatch"] {
         if let Some(schema) = document
@@ -138,6 +140,14 @@ fn close_request_schemas(document: &mut Value) {
             .and_then(Value::as_object_mut)
         {
             schema.insert("additionalProperties".to_owned(), Value::Bool(false));
+        }
+    }
+    for field in ["kind", "queue"] {
+        if let Some(schema) = document
+            .pointer_mut(&format!("/components/schemas/SubmitJob/properties/{field}"))
+            .and_then(Value::as_object_mut)
+        {
+            schema.insert("pattern".to_owned(), Value::from("^[^\\x00]*$"));
         }
     }
 }

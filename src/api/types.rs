@@ -19,17 +19,14 @@ use crate::job::{Job, JobStatus};
 pub struct SubmitJob {
     /// What the job does: a kind this server knows (built in: `echo`, `sleep`, `fail`). An unknown kind is
     /// answered 400.
-    #[oai(validator(min_length = 1, max_length = 255, pattern = r"^[^\x00]*$"))]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub kind: String,
     /// The kind's input. Defaults to `{}`. `echo` takes anything; `sleep` takes `{"ms": N}`; `fail` takes
     /// `{"message": "...", "retryable": bool}`.
     #[oai(default = "empty_object")]
     pub payload: Value,
     /// The queue the job belongs to, for grouping and filtering.
-    #[oai(
-        default = "default_queue",
-        validator(min_length = 1, max_length = 255, pattern = r"^[^\x00]*$")
-    )]
+    #[oai(default = "default_queue", validator(min_length = 1, max_length = 255))]
     pub queue: String,
     /// Higher runs first among due jobs.
     #[oai(
