@@ -68,14 +68,14 @@ impl std::str::FromStr for JobStatus {
     }
 }
 
-/// A job as the status monitor shows it (lease internals are not part of it).
+/// A job as the status monitor shows it (lease internals and the payload are not part of it; the payload is
+/// read only by the worker that claims the job).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
     pub id: Uuid,
     pub kind: String,
     pub queue: String,
     pub status: JobStatus,
-    pub payload: Value,
     pub priority: i32,
     pub run_at: DateTime<Utc>,
     pub attempt: i32,

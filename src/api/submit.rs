@@ -96,6 +96,12 @@ pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<New
                 .to_owned(),
         );
     }
+    if let Some(number) = unstorable_number(&payload) {
+        return Err(format!(
+            "`payload` holds the number {number}, which cannot be stored and read back exactly; keep numbers \
+             between 1e-300 and 1e300 in magnitude (or send them as strings)"
+        ));
+    }
     handler.validate(&payload)?;
     Ok(NewJob {
         payload,
@@ -106,6 +112,19 @@ pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<New
         timeout_secs: submit.timeout_secs,
         ..NewJob::new(submit.kind, Value::Null)
     })
+}
+
+/// A float PostgreSQL would store but not give back: `jsonb` prints numbers without exponents, and a
+/// 300-digit integer near f64's limits (or a subnormal's 300 zeros) does not parse back into an f64.
+fn unstorable_number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(number) if number.is_f64() => number
+            .as_f64()
+            .filter(|x| *x != 0.0 && !(1e-300..=1e300).contains(&x.abs())),
+        Value::Array(items) => items.iter().find_map(unstorable_number),
+        Value::Object(map) => map.values().find_map(unstorable_number),
+        _ => None,
+    }
 }
 
 fn contains_nul(value: &Value) -> bool {

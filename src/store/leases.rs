@@ -18,7 +18,9 @@ use crate::job::JobStatus;
 pub struct ClaimedJob {
     pub id: Uuid,
     pub kind: String,
-    pub payload: Value,
+    /// The payload as PostgreSQL prints it, parsed by the executor: a payload that cannot be parsed back
+    /// fails its own job instead of every claim that returns it.
+    pub payload: String,
     pub attempt: i32,
     pub max_attempts: i32,
     pub timeout_secs: i32,
@@ -49,7 +51,7 @@ pub async fn claim_available(
            lease_expires_at = now() + make_interval(secs => $3), worker_id = $4, started_at = now(), \
            updated_at = now() \
          FROM next WHERE j.id = next.id \
-         RETURNING j.id, j.kind, j.payload, j.attempt, j.max_attempts, j.timeout_secs, j.lease_token, \
+         RETURNING j.id, j.kind, j.payload::text AS payload, j.attempt, j.max_attempts, j.timeout_secs, j.lease_token, \
            j.cancel_requested",
     )
     .bind(kinds)

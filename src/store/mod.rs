@@ -18,7 +18,7 @@ pub mod results;
 /// The columns of a [`crate::job::Job`], in one place so every query returns the same shape.
 macro_rules! job_columns {
     () => {
-        "id, kind, queue, status, payload, priority, run_at, attempt, max_attempts, timeout_secs, progress, \
+        "id, kind, queue, status, priority, run_at, attempt, max_attempts, timeout_secs, progress, \
          error, cancel_requested, created_at, updated_at, started_at, finished_at"
     };
 }

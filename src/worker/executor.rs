@@ -87,7 +87,21 @@ async fn run_handler(
         stop,
     );
     let timeout = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(1).max(1));
-    let run = AssertUnwindSafe(handler.run(ctx, job.payload.clone())).catch_unwind();
+    let payload: Value = match serde_json::from_str(&job.payload) {
+        Ok(payload) => payload,
+        Err(err) => {
+            return Outcome::Failed {
+                error: problem(
+                    "job-failed",
+                    "The job failed",
+                    &format!("its stored payload cannot be read back: {err}"),
+                    job,
+                ),
+                retryable: false,
+            }
+        }
+    };
+    let run = AssertUnwindSafe(handler.run(ctx, payload)).catch_unwind();
     match tokio::time::timeout(timeout, run).await {
         Ok(Ok(Ok(output))) => Outcome::Succeeded(output),
         Ok(Ok(Err(JobError::Cancelled))) => Outcome::Cancelled,

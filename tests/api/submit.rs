@@ -386,3 +386,76 @@ async fn payload_errors_speak_json_not_rust() {
     assert!(detail.contains("expected a JSON object"), "{detail}");
     assert!(!detail.contains("struct"), "{detail}");
 }
+
+#[tokio::test]
+async fn numbers_postgres_cannot_give_back_are_400_and_the_rest_round_trip() {
+    let app = spawn_app().await;
+    for number in [
+        json!(1.7976931348623155e308),
+        json!(-1.7976931348623155e308),
+        json!(5e-324),
+    ] {
+        let request = app
+            .client
+            .post(app.url("/v1/jobs"))
+            .json(&json!({"kind": "echo", "payload": {"x": number}}));
+        let problem = assert_rejected_and_nothing_stored(&app, request, 400).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("number"),
+            "{problem}"
+        );
+    }
+    for number in [
+        json!(1e300),
+        json!(-1e300),
+        json!(1e-300),
+        json!(0.5),
+        json!(123456789012345678901234567890.0),
+    ] {
+        let id = app
+            .submit(json!({"kind": "echo", "payload": {"x": number}}))
+            .await;
+        app.wait_for_status(id, "succeeded").await;
+        let result: Value = app
+            .client
+            .get(app.url(&format!("/v1/jobs/{id}/result")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let back = result["x"].as_f64().unwrap();
+        let sent = number.as_f64().unwrap();
+        assert!(
+            (back - sent).abs() <= sent.abs() * 1e-15,
+            "{sent} came back as {back}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stored_payload_that_cannot_be_read_back_fails_only_its_own_job() {
+    let app = spawn_app().await;
+    // As if written by an older version or by hand: jsonb accepts it, serde_json cannot parse it back.
+    let poisoned = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO jobs (id, kind, payload, max_attempts) VALUES ($1, 'echo', '1.7976931348623157e308', 1)")
+        .bind(poisoned)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let monitor = app.wait_for_status(poisoned, "failed").await;
+    assert!(
+        monitor["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("payload"),
+        "{monitor}"
+    );
+    let healthy = app
+        .submit(json!({"kind": "echo", "payload": {"ok": true}}))
+        .await;
+    app.wait_for_status(healthy, "succeeded").await;
+    let list = app.client.get(app.url("/v1/jobs")).send().await.unwrap();
+    assert_eq!(list.status(), 200, "listing never decodes payloads");
+}
