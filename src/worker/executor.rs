@@ -150,7 +150,8 @@ fn problem(slug: &str, title: &str, detail: &str, job: &ClaimedJob) -> Value {
     json!({
         "type": format!("urn:jobdock:problem:{slug}"),
         "title": title,
-        "detail": detail,
+        // jsonb rejects NUL, and a handler's message may hold one.
+        "detail": detail.replace('\0', "\u{FFFD}"),
         "attempt": job.attempt,
     })
 }
@@ -170,10 +171,16 @@ async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome:
                 }
                 return;
             }
-            Err(err) => {
+            Err(err) if crate::store::classify(&err) == crate::store::ErrorClass::Unavailable => {
                 tracing::warn!(job = %job.id, error = %err, retry_in = ?delay, "writing outcome failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_WRITE_RETRY_DELAY);
+            }
+            Err(err) => {
+                // The database answered and refused: retrying would loop forever. The lease runs out and
+                // the rescuer gives the job another attempt (or fails it when attempts are spent).
+                tracing::error!(job = %job.id, error = %err, "the database refused the outcome; the job will be rescued");
+                return;
             }
         }
     }
@@ -190,7 +197,7 @@ async fn try_write(
         Outcome::Succeeded(output) => {
             let completion = Completion {
                 lease,
-                content_type: output.content_type.clone(),
+                content_type: servable_content_type(&output.content_type),
                 body: output.body.clone(),
             };
             shared
@@ -225,6 +232,15 @@ async fn try_write(
             .map(|released| !released.is_empty())
             .map_err(Arc::new),
         Outcome::Abandoned(_) => Ok(true),
+    }
+}
+
+/// The content type a result is stored and served with: a handler's own when it can be a header value,
+/// else `application/octet-stream` (a NUL or newline in it would break both the column and the header).
+fn servable_content_type(content_type: &str) -> String {
+    match poem::http::HeaderValue::from_str(content_type) {
+        Ok(_) if !content_type.trim().is_empty() => content_type.to_owned(),
+        _ => "application/octet-stream".to_owned(),
     }
 }
 

@@ -75,3 +75,47 @@ async fn workers_only_claim_kinds_they_know() {
     assert_eq!(app.monitor(foreign).await["status"], "queued");
     assert_eq!(app.monitor(foreign).await["attempt"], 0);
 }
+
+/// A kind whose failures and results carry bytes PostgreSQL or HTTP cannot take as they are.
+struct Awkward;
+
+#[async_trait]
+impl Handler for Awkward {
+    fn kind(&self) -> &str {
+        "awkward"
+    }
+
+    async fn run(&self, _ctx: JobContext, payload: Value) -> Result<Output, JobError> {
+        if payload["fail"] == true {
+            return Err(JobError::Permanent("bad\u{0}byte".to_owned()));
+        }
+        Ok(Output::bytes("text/plain\r\nX-Injected: 1", "fine"))
+    }
+}
+
+#[tokio::test]
+async fn a_handler_error_with_a_nul_still_fails_the_job() {
+    let app = spawn_app_with_registry(Registry::builtin().with(Awkward), |_| {}).await;
+    let id = app
+        .submit(json!({"kind": "awkward", "payload": {"fail": true}, "max_attempts": 1}))
+        .await;
+    let monitor = app.wait_for_status(id, "failed").await;
+    assert_eq!(monitor["error"]["detail"], "bad\u{FFFD}byte");
+}
+
+#[tokio::test]
+async fn a_result_content_type_that_cannot_be_a_header_is_served_as_bytes() {
+    let app = spawn_app_with_registry(Registry::builtin().with(Awkward), |_| {}).await;
+    let id = app.submit(json!({"kind": "awkward"})).await;
+    app.wait_for_status(id, "succeeded").await;
+    let result = app
+        .client
+        .get(app.url(&format!("/v1/jobs/{id}/result")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(result.status(), 200);
+    assert_eq!(result.headers()["content-type"], "application/octet-stream");
+    assert!(!result.headers().contains_key("x-injected"));
+    assert_eq!(result.text().await.unwrap(), "fine");
+}
