@@ -7,6 +7,8 @@ intends and that no schema can express:
   payload the kind rejects, is answered 400 by the server, not by the schema.
 - `payload` is any JSON value in the schema, but PostgreSQL cannot store NUL characters, so a payload
   holding "\u0000" is answered 400 (PITFALLS.md); no JSON Schema for "any value" can say so.
+- floats beyond 1e-300..1e300 in magnitude in `payload` are answered 400: jsonb stores them but prints them
+  as 300-digit decimals that do not parse back into a float.
 - the same `Idempotency-Key` with a different request is answered 422 by design.
 
 Every other rejection of schema-valid data (unknown fields, bad cursors, ...) still fails the run.
@@ -24,6 +26,7 @@ KIND_REJECTIONS = (
     "unknown kind `",
     "invalid payload for kind `",
     "`payload` must not contain NUL characters",
+    "which cannot be stored and read back exactly",
 )
 
 

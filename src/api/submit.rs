@@ -98,7 +98,7 @@ pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<New
     }
     if let Some(number) = unstorable_number(&payload) {
         return Err(format!(
-            "`payload` holds the number {number}, which cannot be stored and read back exactly; keep numbers \
+            "`payload` holds the number {number:e}, which cannot be stored and read back exactly; keep numbers \
              between 1e-300 and 1e300 in magnitude (or send them as strings)"
         ));
     }
