@@ -8,12 +8,7 @@ async fn cancelling_a_queued_job_is_immediate_and_final() {
     let id = app
         .submit(json!({"kind": "echo", "run_at": "2099-01-01T00:00:00Z"}))
         .await;
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.cancel(id).await;
     assert_eq!(response.status(), 200);
     let monitor: Value = response.json().await.unwrap();
     assert_eq!(monitor["status"], "cancelled");
@@ -21,12 +16,7 @@ async fn cancelling_a_queued_job_is_immediate_and_final() {
     assert!(monitor["finished_at"].is_string());
 
     // Cancelling again is still 200, and nothing changes.
-    let again = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let again = app.cancel(id).await;
     assert_eq!(again.status(), 200);
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["updated_at"], monitor["updated_at"]);
@@ -43,12 +33,7 @@ async fn cancelling_a_running_job_asks_it_to_stop_and_it_ends_cancelled() {
         .submit(json!({"kind": "sleep", "payload": {"ms": 60000}}))
         .await;
     app.wait_for_status(id, "running").await;
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.cancel(id).await;
     assert_eq!(response.status(), 202);
     let monitor: Value = response.json().await.unwrap();
     assert_eq!(monitor["cancel_requested"], true);
@@ -66,12 +51,7 @@ async fn cancelling_a_finished_job_is_409() {
     let app = spawn_app().await;
     let id = app.submit(json!({"kind": "echo"})).await;
     app.wait_for_status(id, "succeeded").await;
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.cancel(id).await;
     assert_eq!(response.status(), 409);
     assert_eq!(
         response.json::<Value>().await.unwrap()["job_status"],
@@ -88,12 +68,7 @@ async fn cancelling_a_finished_job_is_409() {
 async fn cancelling_an_unknown_job_is_404() {
     let app = spawn_app().await;
     let id = uuid::Uuid::now_v7();
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.cancel(id).await;
     assert_eq!(response.status(), 404);
 }
 

@@ -33,12 +33,7 @@ async fn an_embedded_kind_runs_and_keeps_its_own_content_type() {
         .submit(json!({"kind": "shout", "payload": {"text": "hello"}}))
         .await;
     app.wait_for_status(id, "succeeded").await;
-    let result = app
-        .client
-        .get(app.url(&format!("/v1/jobs/{id}/result")))
-        .send()
-        .await
-        .unwrap();
+    let result = app.get_result(id).await;
     assert_eq!(result.status(), 200);
     assert_eq!(
         result.headers()["content-type"],
@@ -108,12 +103,7 @@ async fn a_result_content_type_that_cannot_be_a_header_is_served_as_bytes() {
     let app = spawn_app_with_registry(Registry::builtin().with(Awkward), |_| {}).await;
     let id = app.submit(json!({"kind": "awkward"})).await;
     app.wait_for_status(id, "succeeded").await;
-    let result = app
-        .client
-        .get(app.url(&format!("/v1/jobs/{id}/result")))
-        .send()
-        .await
-        .unwrap();
+    let result = app.get_result(id).await;
     assert_eq!(result.status(), 200);
     assert_eq!(result.headers()["content-type"], "application/octet-stream");
     assert!(!result.headers().contains_key("x-injected"));

@@ -113,11 +113,7 @@ async fn listing_filters_by_status_kind_and_queue() {
         .submit(json!({"kind": "sleep", "payload": {"ms": 1}, "queue": "b"}))
         .await;
     let cancelled = app.submit(json!({"kind": "echo", "queue": "b"})).await;
-    app.client
-        .post(app.url(&format!("/v1/jobs/{cancelled}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    app.cancel(cancelled).await;
 
     assert_eq!(ids(&list(&app, "").await).len(), 3);
     assert_eq!(

@@ -53,12 +53,7 @@ async fn a_succeeded_job_redirects_to_its_result_without_retry_after() {
     assert!(!response.headers().contains_key("retry-after"));
     assert_eq!(response.headers()["cache-control"], "no-store");
 
-    let result = app
-        .client
-        .get(app.url(&format!("/v1/jobs/{id}/result")))
-        .send()
-        .await
-        .unwrap();
+    let result = app.get_result(id).await;
     assert_eq!(result.status(), 200);
     assert_eq!(result.headers()["content-type"], "application/json");
     let body: Value = result.json().await.unwrap();
@@ -83,15 +78,7 @@ async fn redirect_false_answers_200_with_the_result_url() {
     let monitor: Value = response.json().await.unwrap();
     assert_eq!(monitor["result_url"], format!("/v1/jobs/{id}/result"));
     assert!(monitor["finished_at"].is_string());
-    let result: Value = app
-        .client
-        .get(app.url(&format!("/v1/jobs/{id}/result")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let result: Value = app.get_result(id).await.json().await.unwrap();
     assert_eq!(result, json!({"slept_ms": 1}));
 }
 
@@ -215,12 +202,7 @@ async fn a_malformed_job_id_is_404() {
 async fn the_result_of_an_unfinished_job_is_409_with_its_status() {
     let app = spawn_app_with(|s| s.workers = 0).await;
     let id = app.submit(json!({"kind": "echo"})).await;
-    let response = app
-        .client
-        .get(app.url(&format!("/v1/jobs/{id}/result")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_result(id).await;
     assert_eq!(response.status(), 409);
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["job_status"], "queued");
@@ -231,12 +213,7 @@ async fn the_result_of_a_failed_job_is_409() {
     let app = spawn_app().await;
     let id = app.submit(json!({"kind": "fail", "max_attempts": 1})).await;
     app.wait_for_status(id, "failed").await;
-    let response = app
-        .client
-        .get(app.url(&format!("/v1/jobs/{id}/result")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_result(id).await;
     assert_eq!(response.status(), 409);
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["job_status"], "failed");

@@ -416,15 +416,7 @@ async fn numbers_postgres_cannot_give_back_are_400_and_the_rest_round_trip() {
             .submit(json!({"kind": "echo", "payload": {"x": number}}))
             .await;
         app.wait_for_status(id, "succeeded").await;
-        let result: Value = app
-            .client
-            .get(app.url(&format!("/v1/jobs/{id}/result")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let result: Value = app.get_result(id).await.json().await.unwrap();
         let back = result["x"].as_f64().unwrap();
         let sent = number.as_f64().unwrap();
         assert!(

@@ -176,6 +176,22 @@ impl TestApp {
             .expect("GET monitor")
     }
 
+    pub async fn get_result(&self, id: Uuid) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/v1/jobs/{id}/result")))
+            .send()
+            .await
+            .expect("GET result")
+    }
+
+    pub async fn cancel(&self, id: Uuid) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/jobs/{id}/cancel")))
+            .send()
+            .await
+            .expect("POST cancel")
+    }
+
     /// The monitor body, whatever the status code.
     pub async fn monitor(&self, id: Uuid) -> Value {
         self.client
