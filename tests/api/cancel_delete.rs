@@ -78,21 +78,11 @@ async fn deleting_a_finished_job_removes_it_and_its_result() {
     let id = app.submit(json!({"kind": "echo"})).await;
     app.wait_for_status(id, "succeeded").await;
     assert_eq!(count(&app.pool, "SELECT count(*) FROM results").await, 1);
-    let response = app
-        .client
-        .delete(app.url(&format!("/v1/jobs/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_job(id).await;
     assert_eq!(response.status(), 204);
     assert_eq!(app.get_job(id).await.status(), 404);
     assert_eq!(count(&app.pool, "SELECT count(*) FROM results").await, 0);
-    let again = app
-        .client
-        .delete(app.url(&format!("/v1/jobs/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let again = app.delete_job(id).await;
     assert_eq!(again.status(), 404);
 }
 
@@ -100,12 +90,7 @@ async fn deleting_a_finished_job_removes_it_and_its_result() {
 async fn deleting_a_queued_job_is_409_and_keeps_it() {
     let app = spawn_app_with(|s| s.workers = 0).await;
     let id = app.submit(json!({"kind": "echo"})).await;
-    let response = app
-        .client
-        .delete(app.url(&format!("/v1/jobs/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_job(id).await;
     assert_eq!(response.status(), 409);
     assert_eq!(
         response.json::<Value>().await.unwrap()["job_status"],

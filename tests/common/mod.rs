@@ -192,6 +192,14 @@ impl TestApp {
             .expect("POST cancel")
     }
 
+    pub async fn delete_job(&self, id: Uuid) -> reqwest::Response {
+        self.client
+            .delete(self.url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .expect("DELETE job")
+    }
+
     /// The monitor body, whatever the status code.
     pub async fn monitor(&self, id: Uuid) -> Value {
         self.client

@@ -201,12 +201,7 @@ async fn a_stalled_worker_that_lost_its_lease_is_stopped_and_its_late_completion
     // A stalls. Its heartbeats would keep the lease alive, so force the lease into the past and rescue it;
     // a heartbeat can land between the two, so repeat until the rescue wins.
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            expire_lease(pool, id).await;
-            maintenance::rescue_expired(pool, 10).await.expect("rescue");
-            status(pool, id).await == JobStatus::Queued
-        })
-        .await,
+        rescue_until_queued(pool, id).await,
         "the job was never rescued from A"
     );
 
@@ -272,12 +267,7 @@ async fn a_stalled_worker_whose_completion_races_its_lost_lease_is_refused_by_th
     // The pool's own rescuer may get there before this test's; either way the job must be back in the
     // queue (and a heartbeat landing in between just means trying again).
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            expire_lease(pool, id).await;
-            maintenance::rescue_expired(pool, 10).await.expect("rescue");
-            status(pool, id).await == JobStatus::Queued
-        })
-        .await,
+        rescue_until_queued(pool, id).await,
         "the job was never rescued from A"
     );
     let b = claim_one(pool, "gate", Duration::from_secs(30)).await;

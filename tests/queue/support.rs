@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
-use crate::common::TestDatabase;
+use crate::common::{eventually, TestDatabase};
 
 /// A fresh, migrated database and a pool on it. The pool is declared first, so it goes before the database
 /// is dropped.
@@ -142,6 +142,19 @@ pub async fn lease_row(pool: &PgPool, id: Uuid) -> LeaseRow {
 }
 
 /// Moves a running job's lease into the past, as if its worker had stalled for a whole lease.
+/// Forces a running job's lease into the past and rescues it, until it is back in the queue. A heartbeat can
+/// renew the lease in between, and a pool's own rescuer may win the race; either way the job ends queued.
+pub async fn rescue_until_queued(pool: &PgPool, id: Uuid) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        expire_lease(pool, id).await;
+        jobdock::store::maintenance::rescue_expired(pool, 10)
+            .await
+            .expect("rescue");
+        status(pool, id).await == JobStatus::Queued
+    })
+    .await
+}
+
 pub async fn expire_lease(pool: &PgPool, id: Uuid) {
     sqlx::query(
         "UPDATE jobs SET lease_expires_at = now() - interval '1 second' \
