@@ -40,26 +40,154 @@ pub async fn claim_available(
     lease: Duration,
     worker_id: &str,
 ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH next AS ( \
+    let claim = Claim {
+        kinds,
+        limit,
+        lease,
+        worker_id,
+    };
+    Ok(complete_and_claim(pool, &[], &claim).await?.claimed)
+}
+
+/// What [`complete_and_claim`] should claim.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub kinds: &'a [String],
+    /// 0 claims nothing.
+    pub limit: i64,
+    pub lease: Duration,
+    pub worker_id: &'a str,
+}
+
+/// What [`complete_and_claim`] did.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// The completions that applied; the others had lost their lease.
+    pub completed: Vec<Uuid>,
+    /// In claim order: priority, then `run_at`, then id.
+    pub claimed: Vec<ClaimedJob>,
+}
+
+/// One row of [`complete_and_claim`]'s answer: a completed id, or a claimed job.
+#[derive(sqlx::FromRow)]
+struct StepRow {
+    completed: bool,
+    id: Uuid,
+    kind: Option<String>,
+    payload: Option<String>,
+    attempt: Option<i32>,
+    max_attempts: Option<i32>,
+    timeout_secs: Option<i32>,
+    lease_token: Option<Uuid>,
+    cancel_requested: Option<bool>,
+}
+
+/// Completes a batch of succeeded jobs and claims the next batch, in one statement: one round trip and one
+/// commit where a worker would otherwise pay two. This is the worker's hot path.
+///
+/// Completion marks each job `succeeded` and stores its result, fenced by its lease token (a job whose
+/// lease was lost is left alone and missing from [`Step::completed`]). The claim is the one described at
+/// [`claim_available`]. The two parts cannot touch the same row: completion updates `running` rows, the
+/// claim `queued` ones.
+pub async fn complete_and_claim(
+    pool: &PgPool,
+    completions: &[Completion],
+    claim: &Claim<'_>,
+) -> Result<Step, sqlx::Error> {
+    let rows: Vec<StepRow> = sqlx::query_as(
+        "WITH input AS ( \
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[]) \
+             AS t(id, token, content_type, body)), \
+         done AS ( \
+           UPDATE jobs j SET status = 'succeeded', finished_at = now(), updated_at = now(), \
+             lease_token = NULL, lease_expires_at = NULL, error = NULL \
+           FROM input \
+           WHERE j.id = ANY($1) AND j.id = input.id AND j.lease_token = input.token \
+             AND j.status = 'running' \
+           RETURNING j.id), \
+         stored AS ( \
+           INSERT INTO results (job_id, content_type, body) \
+           SELECT input.id, input.content_type, input.body FROM input JOIN done ON done.id = input.id \
+           RETURNING job_id), \
+         next AS ( \
            SELECT id FROM jobs \
-           WHERE status = 'queued' AND run_at <= now() AND kind = ANY($1) \
+           WHERE status = 'queued' AND run_at <= now() AND kind = ANY($5) \
            ORDER BY priority DESC, run_at, id \
-           LIMIT $2 \
-           FOR UPDATE SKIP LOCKED) \
-         UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), \
-           lease_expires_at = now() + make_interval(secs => $3), worker_id = $4, started_at = now(), \
-           updated_at = now() \
-         FROM next WHERE j.id = next.id \
-         RETURNING j.id, j.kind, j.payload::text AS payload, j.attempt, j.max_attempts, j.timeout_secs, j.lease_token, \
-           j.cancel_requested",
+           LIMIT $6 \
+           FOR UPDATE SKIP LOCKED), \
+         claimed AS ( \
+           UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), \
+             lease_expires_at = now() + make_interval(secs => $7), worker_id = $8, started_at = now(), \
+             updated_at = now() \
+           WHERE j.id = ANY(ARRAY(SELECT id FROM next)) \
+           RETURNING j.id, j.kind, j.payload::text AS payload, j.attempt, j.max_attempts, j.timeout_secs, \
+             j.lease_token, j.cancel_requested, j.priority, j.run_at) \
+         SELECT true AS completed, job_id AS id, NULL::text AS kind, NULL::text AS payload, \
+           NULL::int4 AS attempt, NULL::int4 AS max_attempts, NULL::int4 AS timeout_secs, \
+           NULL::uuid AS lease_token, NULL::bool AS cancel_requested, NULL::int4 AS priority, \
+           NULL::timestamptz AS run_at \
+         FROM stored \
+         UNION ALL \
+         SELECT false, id, kind, payload, attempt, max_attempts, timeout_secs, lease_token, cancel_requested, \
+           priority, run_at \
+         FROM claimed \
+         ORDER BY completed DESC, priority DESC, run_at, id",
     )
-    .bind(kinds)
-    .bind(limit)
-    .bind(lease.as_secs_f64())
-    .bind(worker_id)
+    .bind(completions.iter().map(|c| c.lease.id).collect::<Vec<_>>())
+    .bind(completions.iter().map(|c| c.lease.token).collect::<Vec<_>>())
+    .bind(
+        completions
+            .iter()
+            .map(|c| c.content_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(completions.iter().map(|c| c.body.as_slice()).collect::<Vec<_>>())
+    .bind(claim.kinds)
+    .bind(claim.limit)
+    .bind(claim.lease.as_secs_f64())
+    .bind(claim.worker_id)
     .fetch_all(pool)
-    .await
+    .await?;
+    let mut step = Step::default();
+    for row in rows {
+        if row.completed {
+            step.completed.push(row.id);
+            continue;
+        }
+        // The claim part of the statement fills every column (they are NOT NULL in `jobs`).
+        let (
+            Some(kind),
+            Some(payload),
+            Some(attempt),
+            Some(max_attempts),
+            Some(timeout_secs),
+            Some(lease_token),
+        ) = (
+            row.kind,
+            row.payload,
+            row.attempt,
+            row.max_attempts,
+            row.timeout_secs,
+            row.lease_token,
+        )
+        else {
+            return Err(sqlx::Error::Protocol(format!(
+                "claimed job {} came back with missing columns",
+                row.id
+            )));
+        };
+        step.claimed.push(ClaimedJob {
+            id: row.id,
+            kind,
+            payload,
+            attempt,
+            max_attempts,
+            timeout_secs,
+            lease_token,
+            cancel_requested: row.cancel_requested.unwrap_or(false),
+        });
+    }
+    Ok(step)
 }
 
 /// A lease to extend: the job and the token its worker holds.
@@ -86,7 +214,7 @@ pub async fn heartbeat_many(
     sqlx::query_as(
         "UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3) \
          FROM unnest($1::uuid[], $2::uuid[]) AS t(id, token) \
-         WHERE j.id = t.id AND j.lease_token = t.token AND j.status = 'running' \
+         WHERE j.id = ANY($1) AND j.id = t.id AND j.lease_token = t.token AND j.status = 'running' \
          RETURNING j.id, j.cancel_requested",
     )
     .bind(leases.iter().map(|l| l.id).collect::<Vec<_>>())
@@ -128,31 +256,15 @@ pub async fn complete_many(
     pool: &PgPool,
     completions: &[Completion],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH input AS ( \
-           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[]) \
-             AS t(id, token, content_type, body)), \
-         done AS ( \
-           UPDATE jobs j SET status = 'succeeded', finished_at = now(), updated_at = now(), \
-             lease_token = NULL, lease_expires_at = NULL, error = NULL \
-           FROM input \
-           WHERE j.id = input.id AND j.lease_token = input.token AND j.status = 'running' \
-           RETURNING j.id) \
-         INSERT INTO results (job_id, content_type, body) \
-         SELECT input.id, input.content_type, input.body FROM input JOIN done ON done.id = input.id \
-         RETURNING job_id",
-    )
-    .bind(completions.iter().map(|c| c.lease.id).collect::<Vec<_>>())
-    .bind(completions.iter().map(|c| c.lease.token).collect::<Vec<_>>())
-    .bind(
-        completions
-            .iter()
-            .map(|c| c.content_type.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(completions.iter().map(|c| c.body.as_slice()).collect::<Vec<_>>())
-    .fetch_all(pool)
-    .await
+    let nothing = Claim {
+        kinds: &[],
+        limit: 0,
+        lease: Duration::ZERO,
+        worker_id: "",
+    };
+    Ok(complete_and_claim(pool, completions, &nothing)
+        .await?
+        .completed)
 }
 
 /// Ends an attempt that failed. A retryable failure with attempts left goes back to `queued`, due after
@@ -221,7 +333,7 @@ pub async fn release_many(pool: &PgPool, leases: &[Lease]) -> Result<Vec<Uuid>, 
              attempt = greatest(j.attempt - 1, 0), run_at = now(), updated_at = now(), \
              lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
            FROM unnest($1::uuid[], $2::uuid[]) AS t(id, token) \
-           WHERE j.id = t.id AND j.lease_token = t.token AND j.status = 'running' \
+           WHERE j.id = ANY($1) AND j.id = t.id AND j.lease_token = t.token AND j.status = 'running' \
            RETURNING j.id), \
          notified AS (SELECT pg_notify('",
         notify_jobs_channel!(),

@@ -60,6 +60,9 @@ pub fn classify(err: &sqlx::Error) -> ErrorClass {
                 ErrorClass::Unavailable
             }
             Some(code) if code.starts_with("22") => ErrorClass::BadData,
+            // transaction_rollback (serialization failure, deadlock): the same statement can succeed
+            // when tried again.
+            Some(code) if code.starts_with("40") => ErrorClass::Unavailable,
             _ => ErrorClass::Internal,
         },
         _ => ErrorClass::Internal,

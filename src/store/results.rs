@@ -1,4 +1,4 @@
-//! Stored results: one row per succeeded job, written by [`super::leases::complete_many`].
+//! Stored results: one row per succeeded job, written by [`super::leases::complete_and_claim`].
 
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -9,6 +9,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::dispatch::Finished;
 use super::running::StopReason;
 use super::Shared;
 use crate::kinds::{JobContext, JobError, Output};
@@ -32,8 +33,10 @@ enum Outcome {
     Abandoned(StopReason),
 }
 
-/// Runs `job`, which the claim loop has registered in [`Shared::running`] (`stop` is its token there).
-pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, stop: CancellationToken) {
+/// Runs `job`, which the dispatcher has registered in [`Shared::running`] (`stop` is its token there).
+///
+/// Returns true when the job succeeded and the dispatcher wrote its result, which also freed its slot.
+pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, stop: CancellationToken) -> bool {
     let lease = Lease {
         id: job.id,
         token: job.lease_token,
@@ -53,11 +56,12 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, stop: Cancella
         (outcome, _) => outcome,
     };
     shared.running.finishing(job.id);
-    write_outcome(&shared, &job, lease, outcome).await;
+    let completed = write_outcome(&shared, &job, lease, outcome).await;
     // Forgotten only once the outcome is written: if shutdown aborts this task mid-write, the lease must
     // still be in `running` so shutdown releases the job (the release is fenced, so it is a no-op when the
     // write did commit).
     shared.running.remove(job.id);
+    completed
 }
 
 async fn run_handler(
@@ -161,7 +165,9 @@ fn problem(slug: &str, title: &str, detail: &str, job: &ClaimedJob) -> Value {
 /// write is refused rather than applied twice. Giving up instead would throw away finished work, and on a
 /// job's last attempt turn a success into a failure. The job stays in `running`, so heartbeats keep its
 /// lease alive once the database is back, and shutdown still releases it.
-async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome: Outcome) {
+///
+/// Returns true when the outcome was a success written by the dispatcher (see [`execute`]).
+async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome: Outcome) -> bool {
     let mut delay = Duration::from_millis(50);
     loop {
         match try_write(shared, job, lease, &outcome).await {
@@ -169,7 +175,7 @@ async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome:
                 if !applied {
                     tracing::warn!(job = %job.id, "outcome not written: the lease was lost");
                 }
-                return;
+                return matches!(outcome, Outcome::Succeeded(_));
             }
             Err(err) if crate::store::classify(&err) == crate::store::ErrorClass::Unavailable => {
                 tracing::warn!(job = %job.id, error = %err, retry_in = ?delay, "writing outcome failed; retrying");
@@ -180,7 +186,7 @@ async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome:
                 // The database answered and refused: retrying would loop forever. The lease runs out and
                 // the rescuer gives the job another attempt (or fails it when attempts are spent).
                 tracing::error!(job = %job.id, error = %err, "the database refused the outcome; the job will be rescued");
-                return;
+                return false;
             }
         }
     }
@@ -200,11 +206,14 @@ async fn try_write(
                 content_type: servable_content_type(&output.content_type),
                 body: output.body.clone(),
             };
-            shared
-                .completer
-                .submit(completion)
-                .await
-                .unwrap_or_else(|| Err(Arc::new(sqlx::Error::PoolClosed)))
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let handed = shared.finished.send(Finished { completion, reply }).await;
+            match handed {
+                Ok(()) => answer
+                    .await
+                    .unwrap_or_else(|_| Err(Arc::new(sqlx::Error::PoolClosed))),
+                Err(_) => Err(Arc::new(sqlx::Error::PoolClosed)),
+            }
         }
         Outcome::Failed { error, retryable } => {
             let delay = retry_delay(shared.config.retry_base, job.attempt);

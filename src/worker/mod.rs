@@ -1,18 +1,17 @@
 //! The worker runtime: claims due jobs, runs them as tokio tasks, keeps their leases alive, and hands them
 //! back on shutdown.
 //!
-//! - [`fetch`]: the claim loop (one statement per batch, never more jobs than free slots).
+//! - [`dispatch`]: the hot path: writes the results of jobs that succeeded and claims the next batch in
+//!   one statement (never more jobs than free slots), and spawns each job.
 //! - [`executor`]: runs one job and writes its outcome, fenced by its lease token.
-//! - [`completer`]: writes the results of jobs that succeed together in one statement.
 //! - [`heartbeat`]: extends every running job's lease in one statement, and notices cancellations and lost
 //!   leases.
 //! - [`listener`]: LISTEN/NOTIFY, which wakes the claim loop and reaches cancelled jobs at once.
 //! - [`maintenance`]: the rescuer (expired leases) and the pruner (retention).
 //! - [`running`]: the jobs this process is running.
 
-mod completer;
+mod dispatch;
 pub mod executor;
-mod fetch;
 mod heartbeat;
 mod listener;
 pub mod maintenance;
@@ -22,13 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::kinds::Registry;
-use running::{Running, StopReason};
+use running::Running;
 
 /// How a worker pool behaves; see the flags of the same names in [`crate::config`].
 #[derive(Debug, Clone)]
@@ -75,25 +74,30 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub config: WorkerConfig,
     pub running: Running,
-    /// Wakes the claim loop: a NOTIFY arrived.
+    /// Wakes the dispatcher: a NOTIFY arrived.
     pub wake: Notify,
-    pub completer: completer::Completer,
+    /// Where executors hand results to the dispatcher.
+    pub finished: mpsc::Sender<dispatch::Finished>,
 }
 
 /// A running worker pool. Call [`WorkerPool::shutdown`] to stop it gracefully.
 pub struct WorkerPool {
     shared: Arc<Shared>,
     stop_claiming: CancellationToken,
+    stop_now: CancellationToken,
     stop_background: CancellationToken,
-    fetch: tokio::task::JoinHandle<JoinSet<()>>,
+    dispatch: tokio::task::JoinHandle<()>,
     background: JoinSet<()>,
 }
 
 impl WorkerPool {
-    /// Starts the claim loop (when `config.slots > 0`), heartbeats, the listener and maintenance.
+    /// Starts the dispatcher (it claims only when `config.slots > 0`), heartbeats, the listener and
+    /// maintenance.
     pub fn start(pool: PgPool, registry: Registry, config: WorkerConfig) -> WorkerPool {
+        // Each running job hands in at most one result at a time.
+        let (finished, results) = mpsc::channel(config.slots.max(1));
         let shared = Arc::new(Shared {
-            completer: completer::start(pool.clone()),
+            finished,
             pool,
             registry,
             config,
@@ -101,17 +105,23 @@ impl WorkerPool {
             wake: Notify::new(),
         });
         let stop_claiming = CancellationToken::new();
+        let stop_now = CancellationToken::new();
         let stop_background = CancellationToken::new();
         let mut background = JoinSet::new();
         background.spawn(heartbeat::run(shared.clone(), stop_background.clone()));
         background.spawn(listener::run(shared.clone(), stop_background.clone()));
         background.spawn(maintenance::run(shared.clone(), stop_background.clone()));
-        let fetch = tokio::spawn(fetch::run(shared.clone(), stop_claiming.clone()));
+        let stop = dispatch::Stop {
+            claiming: stop_claiming.clone(),
+            now: stop_now.clone(),
+        };
+        let dispatch = tokio::spawn(dispatch::run(shared.clone(), results, stop));
         WorkerPool {
             shared,
             stop_claiming,
+            stop_now,
             stop_background,
-            fetch,
+            dispatch,
             background,
         }
     }
@@ -125,31 +135,23 @@ impl WorkerPool {
     /// `queued` at once (other replicas pick them up without waiting for the lease to expire).
     pub async fn shutdown(mut self, grace: Duration) {
         self.stop_claiming.cancel();
-        let mut tasks = match self.fetch.await {
-            Ok(tasks) => tasks,
-            Err(err) => {
-                tracing::error!(error = %err, "claim loop ended abnormally");
-                JoinSet::new()
-            }
-        };
-        if !tasks.is_empty() {
-            tracing::info!(
-                running = tasks.len(),
-                ?grace,
-                "waiting for running jobs to finish"
-            );
+        let running = self.shared.running.len();
+        if running > 0 {
+            tracing::info!(running, ?grace, "waiting for running jobs to finish");
         }
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
+        if tokio::time::timeout(grace, &mut self.dispatch)
+            .await
+            .is_err()
+        {
+            self.stop_now.cancel();
+            if let Err(err) = (&mut self.dispatch).await {
+                tracing::error!(error = %err, "the dispatcher ended abnormally");
+            }
             let leases = self.shared.running.leases();
             tracing::warn!(
                 jobs = leases.len(),
                 "grace period over; releasing unfinished jobs to the queue"
             );
-            self.shared.running.stop_all(StopReason::Shutdown);
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
             match crate::store::leases::release_many(&self.shared.pool, &leases).await {
                 Ok(released) => tracing::info!(released = released.len(), "released jobs"),
                 Err(err) => {

@@ -8,6 +8,7 @@
 //! cargo run --release --bin jobdock-bench -- all --runs 3
 //! ```
 
+mod http;
 mod pgbench;
 mod report;
 mod scenarios;
@@ -64,6 +65,12 @@ enum Scenario {
     Aged(scenarios::AgedArgs),
     /// Every scenario at its defaults.
     All,
+    /// Internal: the server process the HTTP scenarios measure.
+    #[command(hide = true)]
+    ServeForBench {
+        database_url: String,
+        workers: usize,
+    },
 }
 
 #[tokio::main]
@@ -101,5 +108,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             scenarios::status(&common, &submit).await?;
             scenarios::aged(&common, &scenarios::AgedArgs::default()).await
         }
+        Scenario::ServeForBench {
+            database_url,
+            workers,
+        } => target::serve_for_bench(&database_url, workers).await,
     }
 }

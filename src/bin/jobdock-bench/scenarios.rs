@@ -1,5 +1,6 @@
 //! The scenarios. Each run gets a fresh database; baselines run on a fresh database of their own too.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -12,9 +13,10 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
+use crate::http;
 use crate::pgbench::{self, Limit};
 use crate::report::{percentiles, Report};
-use crate::target::{http_client, BenchDatabase, Server};
+use crate::target::{BenchDatabase, Server, ServerProcess};
 use crate::Common;
 
 #[derive(Debug, Clone, Args)]
@@ -41,8 +43,9 @@ pub struct DrainArgs {
     /// Jobs enqueued before the workers start.
     #[arg(long, default_value_t = 20_000)]
     pub jobs: usize,
-    /// Worker slots (jobs run at once, and the most claimed by one statement).
-    #[arg(long, default_value_t = 500)]
+    /// Worker slots (jobs run at once). One statement claims at most 500, so with more slots than that
+    /// statements overlap: one commits while the next batch runs.
+    #[arg(long, default_value_t = 2000)]
     pub workers: usize,
 }
 
@@ -50,7 +53,7 @@ impl Default for DrainArgs {
     fn default() -> Self {
         DrainArgs {
             jobs: 20_000,
-            workers: 500,
+            workers: 2000,
         }
     }
 }
@@ -97,31 +100,43 @@ struct Load {
     elapsed: Duration,
 }
 
-/// `concurrency` clients send requests back to back for `seconds`; `send` makes one request and says
-/// whether it was answered as expected.
-async fn closed_loop<F, Fut>(concurrency: usize, seconds: u64, send: F) -> Load
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let send = Arc::new(send);
+/// `concurrency` clients, each on its own keep-alive connection, send requests back to back for `seconds`;
+/// client `c` sends `requests[(c + n * concurrency) % len]` as its `n`-th request. A response with status
+/// `expect` counts as answered, anything else as an error.
+async fn http_load(
+    addr: SocketAddr,
+    concurrency: usize,
+    seconds: u64,
+    expect: u16,
+    requests: Arc<Vec<Vec<u8>>>,
+) -> anyhow::Result<Load> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut clients = Vec::new();
     for client in 0..concurrency {
-        let send = send.clone();
+        let requests = requests.clone();
+        let mut connection = http::Connection::open(addr).await?;
         clients.push(tokio::spawn(async move {
             let (mut ok, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
-            let mut n = 0usize;
+            let mut n = client;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                if send(client * 1_000_000 + n).await {
-                    ok += 1;
-                    latencies.push(sent.elapsed());
-                } else {
-                    errors += 1;
+                match connection.send(&requests[n % requests.len()]).await {
+                    Ok(status) if status == expect => {
+                        ok += 1;
+                        latencies.push(sent.elapsed());
+                    }
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        // A broken connection is replaced; if that fails too, this client is done.
+                        match http::Connection::open(addr).await {
+                            Ok(fresh) => connection = fresh,
+                            Err(_) => break,
+                        }
+                    }
                 }
-                n += 1;
+                n += concurrency;
             }
             (ok, errors, latencies)
         }));
@@ -133,14 +148,22 @@ where
         elapsed: Duration::ZERO,
     };
     for client in clients {
-        if let Ok((ok, errors, latencies)) = client.await {
-            load.ok += ok;
-            load.errors += errors;
-            load.latencies.extend(latencies);
-        }
+        let (ok, errors, latencies) = client.await?;
+        load.ok += ok;
+        load.errors += errors;
+        load.latencies.extend(latencies);
     }
     load.elapsed = started.elapsed();
-    load
+    Ok(load)
+}
+
+/// The submit request every HTTP scenario sends: an `echo` job with an empty payload.
+fn submit_request(addr: SocketAddr) -> Arc<Vec<Vec<u8>>> {
+    Arc::new(vec![http::post_json(
+        addr,
+        "/v1/jobs",
+        r#"{"kind":"echo"}"#,
+    )])
 }
 
 pub async fn submit(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
@@ -150,14 +173,9 @@ pub async fn submit(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
     );
     for _ in 0..common.runs {
         let database = BenchDatabase::create(&common.database_url).await?;
-        let server = Server::start(&database, 0, Registry::builtin()).await?;
-        let client = http_client(args.concurrency)?;
-        let url = format!("{}/v1/jobs", server.base);
-        let load = closed_loop(args.concurrency, args.seconds, move |_| {
-            let request = client.post(&url).json(&json!({"kind": "echo"})).send();
-            async move { matches!(request.await, Ok(r) if r.status() == 202) }
-        })
-        .await;
+        let server = ServerProcess::start(&database, 0).await?;
+        let requests = submit_request(server.addr);
+        let load = http_load(server.addr, args.concurrency, args.seconds, 202, requests).await?;
         server.stop().await?;
         database.drop_database().await?;
         let baseline_db = BenchDatabase::create(&common.database_url).await?;
@@ -192,19 +210,13 @@ pub async fn submit_batch(common: &Common, args: &SubmitArgs) -> anyhow::Result<
     let batch: Value = json!({"jobs": vec![json!({"kind": "echo"}); 1000]});
     for _ in 0..common.runs {
         let database = BenchDatabase::create(&common.database_url).await?;
-        let server = Server::start(&database, 0, Registry::builtin()).await?;
-        let client = http_client(concurrency)?;
-        let url = format!("{}/v1/jobs/batch", server.base);
-        let body = batch.to_string();
-        let load = closed_loop(concurrency, args.seconds, move |_| {
-            let request = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send();
-            async move { matches!(request.await, Ok(r) if r.status() == 202) }
-        })
-        .await;
+        let server = ServerProcess::start(&database, 0).await?;
+        let requests = Arc::new(vec![http::post_json(
+            server.addr,
+            "/v1/jobs/batch",
+            &batch.to_string(),
+        )]);
+        let load = http_load(server.addr, concurrency, args.seconds, 202, requests).await?;
         server.stop().await?;
         database.drop_database().await?;
         let (p50, p99) = percentiles(load.latencies);
@@ -332,6 +344,25 @@ pub async fn drain(common: &Common, args: &DrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Worker slots of the server under `e2e` load.
+const E2E_WORKERS: usize = 256;
+
+/// The largest resident memory of process `pid` seen until `stop`, sampled every 50 ms, in MiB.
+async fn max_rss_while(pid: Option<u32>, stop: tokio_util::sync::CancellationToken) -> f64 {
+    let mut max: f64 = 0.0;
+    let Some(pid) = pid else { return max };
+    while !stop.is_cancelled() {
+        if let Some(rss) = crate::target::rss_mib(pid) {
+            max = max.max(rss);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    max
+}
+
 pub async fn e2e(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
     let mut report = Report::new(
         "e2e",
@@ -339,15 +370,20 @@ pub async fn e2e(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
     );
     for _ in 0..common.runs {
         let database = BenchDatabase::create(&common.database_url).await?;
-        let server = Server::start(&database, 256, Registry::builtin()).await?;
-        let client = http_client(args.concurrency)?;
-        let url = format!("{}/v1/jobs", server.base);
+        let server = ServerProcess::start(&database, E2E_WORKERS).await?;
+        // Idle: started, migrated, workers waiting for jobs.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle_rss = server
+            .pid()
+            .and_then(crate::target::rss_mib)
+            .unwrap_or_default();
         let window_start: chrono::DateTime<chrono::Utc> = chrono::Utc::now();
-        let load = closed_loop(args.concurrency, args.seconds, move |_| {
-            let request = client.post(&url).json(&json!({"kind": "echo"})).send();
-            async move { matches!(request.await, Ok(r) if r.status() == 202) }
-        })
-        .await;
+        let sampling = tokio_util::sync::CancellationToken::new();
+        let peak = tokio::spawn(max_rss_while(server.pid(), sampling.clone()));
+        let requests = submit_request(server.addr);
+        let load = http_load(server.addr, args.concurrency, args.seconds, 202, requests).await?;
+        sampling.cancel();
+        let load_rss = peak.await?;
         let window_end = window_start + chrono::Duration::from_std(load.elapsed)?;
         let pool = database.pool().await?;
         let (completed, p50, p99): (i64, Option<f64>, Option<f64>) = sqlx::query_as(
@@ -375,6 +411,7 @@ pub async fn e2e(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
             "accepted_per_sec": load.ok as f64 / load.elapsed.as_secs_f64(),
             "submit_to_result_p50_ms": p50.unwrap_or(0.0), "submit_to_result_p99_ms": p99.unwrap_or(0.0),
             "errors": load.errors, "pgbench_lifecycle_tps": baseline.tps,
+            "server_rss_idle_mib": idle_rss, "server_rss_max_under_load_mib": load_rss,
         }));
     }
     report.finish(&[(
@@ -450,20 +487,18 @@ async fn pickup_probes(database: &BenchDatabase, probes: usize) -> anyhow::Resul
     let mut received = receiver.lock().await;
     while received.try_recv().is_ok() {}
     let server = Server::start(database, 32, Registry::builtin().with(Probe)).await?;
-    let client = http_client(1)?;
-    let url = format!("{}/v1/jobs", server.base);
+    let mut connection = http::Connection::open(server.addr).await?;
     // Let the workers settle into their idle wait first.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut latencies = Vec::with_capacity(probes);
     for _ in 0..probes {
         let sent_us = epoch().elapsed().as_micros() as u64;
-        let response = client
-            .post(&url)
-            .json(&json!({"kind": "bench_probe", "payload": {"sent_us": sent_us}}))
-            .send()
+        let body = json!({"kind": "bench_probe", "payload": {"sent_us": sent_us}}).to_string();
+        let status = connection
+            .send(&http::post_json(server.addr, "/v1/jobs", &body))
             .await?;
-        if response.status() != 202 {
-            bail!("probe was answered {}", response.status());
+        if status != 202 {
+            bail!("probe was answered {status}");
         }
         let latency = tokio::time::timeout(Duration::from_secs(10), received.recv())
             .await
@@ -492,16 +527,13 @@ pub async fn status(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
                 .collect(),
         );
         pool.close().await;
-        let server = Server::start(&database, 0, Registry::builtin()).await?;
-        let client = http_client(args.concurrency)?;
-        let base = server.base.clone();
-        let lookup = ids.clone();
-        let load = closed_loop(args.concurrency, args.seconds, move |n| {
-            let id = lookup[n % lookup.len()];
-            let request = client.get(format!("{base}/v1/jobs/{id}")).send();
-            async move { matches!(request.await, Ok(r) if r.status() == 200) }
-        })
-        .await;
+        let server = ServerProcess::start(&database, 0).await?;
+        let requests = Arc::new(
+            ids.iter()
+                .map(|id| http::get(server.addr, &format!("/v1/jobs/{id}")))
+                .collect(),
+        );
+        let load = http_load(server.addr, args.concurrency, args.seconds, 200, requests).await?;
         server.stop().await?;
         let baseline = pgbench::run(
             &database.url,

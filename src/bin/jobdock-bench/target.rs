@@ -1,10 +1,15 @@
-//! What a scenario measures: a fresh database, and a jobdock server in this process.
+//! What a scenario measures: a fresh database, and a jobdock server, either in a process of its own (the
+//! HTTP scenarios: the load generator does not share its runtime, and its memory can be measured) or in
+//! this process (scenarios with a handler of the bench's own).
 
+use std::net::SocketAddr;
+use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use jobdock::{Application, Registry, Settings};
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 
 /// A database of the run's own, dropped at the end.
@@ -61,7 +66,7 @@ impl BenchDatabase {
 
 /// A jobdock server running in this process.
 pub struct Server {
-    pub base: String,
+    pub addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -72,21 +77,13 @@ impl Server {
         workers: usize,
         registry: Registry,
     ) -> anyhow::Result<Server> {
-        let settings = Settings {
-            database_url: database.url.clone(),
-            listen: "127.0.0.1:0".parse()?,
-            workers,
-            max_connections: 20,
-            shutdown_grace: Duration::from_secs(5),
-            ..Settings::default()
-        };
-        let app = Application::build(settings, registry).await?;
-        let base = format!("http://{}", app.local_addr());
+        let app = Application::build(settings(&database.url, workers)?, registry).await?;
+        let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        Ok(Server { base, stop, task })
+        Ok(Server { addr, stop, task })
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
@@ -96,10 +93,89 @@ impl Server {
     }
 }
 
-/// An HTTP client with enough idle connections for the scenario's concurrency.
-pub fn http_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?)
+/// How the bench runs a server: any free port, and more connections than the default 10, so the pool is
+/// not what limits a run at 32 clients.
+fn settings(database_url: &str, workers: usize) -> anyhow::Result<Settings> {
+    Ok(Settings {
+        database_url: database_url.to_owned(),
+        listen: "127.0.0.1:0".parse()?,
+        workers,
+        max_connections: 20,
+        shutdown_grace: Duration::from_secs(5),
+        ..Settings::default()
+    })
+}
+
+/// The hidden `serve-for-bench` subcommand: a jobdock server with the built-in kinds that prints its
+/// address on stdout and runs until its stdin closes (so it never outlives the bench).
+pub async fn serve_for_bench(database_url: &str, workers: usize) -> anyhow::Result<()> {
+    let app = Application::build(settings(database_url, workers)?, Registry::builtin()).await?;
+    println!("{}", app.local_addr());
+    app.run_until_stopped(async {
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut sink).await;
+    })
+    .await
+}
+
+/// A jobdock server in a process of its own: this binary, re-run as `serve-for-bench`, so the server is
+/// the library's code built with the bench, whichever binaries cargo built.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    child: tokio::process::Child,
+}
+
+impl ServerProcess {
+    pub async fn start(database: &BenchDatabase, workers: usize) -> anyhow::Result<ServerProcess> {
+        let exe = std::env::current_exe().context("finding the bench binary")?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["serve-for-bench", &database.url, &workers.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the server process")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("the server process did not start within 60 s")??
+            .context("the server process exited before listening")?;
+        let addr = line
+            .trim()
+            .parse()
+            .with_context(|| format!("the server process printed `{line}`, not an address"))?;
+        Ok(ServerProcess { addr, child })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Closes the server's stdin, which shuts it down gracefully, and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.child.stdin.take());
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    bail!("the server process exited with {status}");
+                }
+                Ok(())
+            }
+            Err(_) => {
+                self.child.kill().await?;
+                bail!("the server process did not stop within 30 s")
+            }
+        }
+    }
+}
+
+/// The resident memory of process `pid`, in MiB (from `/proc`, so Linux only).
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }

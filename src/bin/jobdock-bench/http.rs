@@ -1,0 +1,99 @@
+//! A minimal HTTP/1.1 client for load: one keep-alive connection per simulated client, requests written
+//! as prepared bytes, responses read only as far as the status code and the body's length.
+//!
+//! Why not reqwest: the load generator shares 2 cores with the server and PostgreSQL, so every cycle it
+//! spends is taken from what it measures. The baseline, pgbench, is a thin C client; this keeps the HTTP
+//! side comparably thin (reqwest's pool, hyper's client machinery and header maps cost several times
+//! more per request). It understands exactly what jobdock sends: `Content-Length` bodies.
+
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One keep-alive connection.
+pub struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Connection {
+    pub async fn open(addr: SocketAddr) -> anyhow::Result<Connection> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            buffer: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Sends one prepared request (see [`post_json`], [`get`]) and returns the response's status code.
+    pub async fn send(&mut self, request: &[u8]) -> anyhow::Result<u16> {
+        self.stream.write_all(request).await?;
+        self.buffer.clear();
+        let header_end = loop {
+            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
+                break end + 4;
+            }
+            self.fill().await?;
+        };
+        let head = &self.buffer[..header_end];
+        let status = head
+            .get(9..12)
+            .and_then(|code| std::str::from_utf8(code).ok()?.parse().ok())
+            .context("malformed status line")?;
+        let length = content_length(head)?;
+        while self.buffer.len() < header_end + length {
+            self.fill().await?;
+        }
+        Ok(status)
+    }
+
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        let mut chunk = [0u8; 8192];
+        let read = self.stream.read(&mut chunk).await?;
+        if read == 0 {
+            bail!("the server closed the connection");
+        }
+        self.buffer.extend_from_slice(&chunk[..read]);
+        Ok(())
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+fn content_length(head: &[u8]) -> anyhow::Result<usize> {
+    let head = std::str::from_utf8(head).context("response headers are not UTF-8")?;
+    for line in head.split("\r\n") {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                return value.trim().parse().context("bad Content-Length");
+            }
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                bail!("chunked responses are not supported by the load generator");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// A prepared `POST` with a JSON body.
+pub fn post_json(addr: SocketAddr, path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A prepared `GET`.
+pub fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes()
+}

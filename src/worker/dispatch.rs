@@ -1,0 +1,359 @@
+//! The dispatcher: the one loop that talks to the queue on the hot path. It writes the results of jobs that
+//! succeeded and claims the next jobs **in the same statement** ([`leases::complete_and_claim`]), so a busy
+//! worker pays one round trip and one commit per batch instead of two, and spawns each claimed job.
+//!
+//! Slots: the pool runs at most `slots` jobs at once, and a claim never asks for more jobs than there are
+//! free slots. A succeeded job's slot is freed by the statement that commits its result, which is why that
+//! same statement may claim a job for it. Any other job frees its slot when its task ends.
+//!
+//! Batches form without waiting for a timer: up to [`MAX_IN_FLIGHT`] statements run at once, and
+//! completions that arrive meanwhile go into the next one; before sending, the loop yields a few times so
+//! jobs that are about to finish (a batch that was just spawned) join it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{executor, Shared};
+use crate::store::leases::{self, Claim, ClaimedJob, Completion, Lease, Step};
+
+/// The most jobs one statement claims. With more slots than this, the next batch is claimed while the
+/// previous one's results are still being written, so the database is never idle between batches.
+const MAX_CLAIM: usize = 500;
+/// The most results one statement writes.
+const MAX_COMPLETIONS: usize = 500;
+/// Statements in flight at once: one commits while the next one fills.
+const MAX_IN_FLIGHT: usize = 2;
+/// How long the loop waits for more results while they keep arriving (see [`Dispatcher::gather`]): it
+/// stops after a pause this long, and after this long in all.
+const GATHER_QUIET: Duration = Duration::from_micros(50);
+const GATHER_MAX: Duration = Duration::from_millis(1);
+/// The first and the longest pause before claiming again after a database error.
+const FIRST_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+/// How long shutdown waits for statements in flight before giving their jobs up to the rescuer.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether a completion applied (false: the lease was lost), or the error its statement hit.
+pub type Completed = Result<bool, Arc<sqlx::Error>>;
+
+/// A succeeded job's result, handed to the dispatcher by its executor, which waits for the answer.
+pub(crate) struct Finished {
+    pub completion: Completion,
+    pub reply: oneshot::Sender<Completed>,
+}
+
+/// How the dispatcher is told to stop.
+pub(super) struct Stop {
+    /// No more claims; keep writing results until every running job has ended.
+    pub claiming: CancellationToken,
+    /// The grace period is over: stop the jobs still running and return at once.
+    pub now: CancellationToken,
+}
+
+/// Who waits for a completion: the job's id and its executor's reply channel.
+type Waiter = (uuid::Uuid, oneshot::Sender<Completed>);
+
+/// What a statement in flight gives back.
+struct Answer {
+    /// Who waits for the results it carried.
+    waiters: Vec<Waiter>,
+    /// How many jobs it asked for.
+    limit: usize,
+    /// [`Dispatcher::wakes`] when it was sent.
+    wakes: u64,
+    step: Result<Step, sqlx::Error>,
+}
+
+/// Runs until every job has ended after [`Stop::claiming`], or until [`Stop::now`]. Jobs still registered
+/// in [`Shared::running`] when it returns are for shutdown to release.
+pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>, stop: Stop) {
+    let mut poll = tokio::time::interval(shared.config.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dispatcher = Dispatcher {
+        kinds: shared.registry.kinds().into(),
+        slots: shared.config.slots,
+        want_jobs: shared.config.slots > 0,
+        shared,
+        finished,
+        tasks: JoinSet::new(),
+        in_flight: FuturesUnordered::new(),
+        pending: Vec::new(),
+        occupied: 0,
+        reserved: 0,
+        completing: 0,
+        refilling: 0,
+        wakes: 0,
+        draining: false,
+        error_backoff: FIRST_ERROR_BACKOFF,
+        claim_after: None,
+    };
+    loop {
+        while let Some(ended) = dispatcher.tasks.try_join_next() {
+            dispatcher.task_ended(ended);
+        }
+        if dispatcher.drained() {
+            return;
+        }
+        if dispatcher.in_flight.is_empty() && !dispatcher.pending.is_empty() {
+            dispatcher.gather().await;
+        }
+        if let Some((batch, limit)) = dispatcher.next_statement() {
+            dispatcher.send(batch, limit);
+            continue;
+        }
+        let backoff_over = async {
+            match dispatcher.claim_after {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.now.cancelled() => {
+                dispatcher.abort().await;
+                return;
+            }
+            _ = stop.claiming.cancelled(), if !dispatcher.draining => dispatcher.draining = true,
+            Some(answer) = dispatcher.in_flight.next() => dispatcher.answered(answer),
+            Some(done) = dispatcher.finished.recv() => dispatcher.pending.push(done),
+            Some(ended) = dispatcher.tasks.join_next(), if !dispatcher.tasks.is_empty() => {
+                dispatcher.task_ended(ended);
+            }
+            _ = dispatcher.shared.wake.notified() => dispatcher.woken(),
+            _ = poll.tick() => dispatcher.woken(),
+            _ = backoff_over => dispatcher.claim_after = None,
+        }
+    }
+}
+
+struct Dispatcher {
+    shared: Arc<Shared>,
+    kinds: Arc<[String]>,
+    slots: usize,
+    finished: mpsc::Receiver<Finished>,
+    tasks: JoinSet<bool>,
+    in_flight: FuturesUnordered<BoxFuture<'static, Answer>>,
+    /// Results handed in and not sent yet.
+    pending: Vec<Finished>,
+    /// Slots taken: by claimed jobs until they end (or their result commits), and by claims in flight.
+    occupied: usize,
+    /// The part of `occupied` that claims in flight reserved.
+    reserved: usize,
+    /// Results in statements in flight.
+    completing: usize,
+    /// Slots that statements in flight free and refill at once (per statement, the smaller of its results
+    /// and its reservation). Whether such a statement commits or fails, these slots end up taken the same,
+    /// so another claim need not keep them free.
+    refilling: usize,
+    /// Whether due jobs may be waiting: after a notification, a poll tick, or a claim that came back full.
+    want_jobs: bool,
+    /// Counts notifications and poll ticks, so a claim that comes back short only clears `want_jobs` when
+    /// no notification arrived while it was in flight.
+    wakes: u64,
+    draining: bool,
+    error_backoff: Duration,
+    claim_after: Option<Instant>,
+}
+
+impl Dispatcher {
+    /// Jobs running their handler: neither handed in a result nor being claimed.
+    fn working(&self) -> usize {
+        self.occupied
+            .saturating_sub(self.reserved + self.completing + self.pending.len())
+    }
+
+    fn drained(&self) -> bool {
+        self.draining
+            && self.tasks.is_empty()
+            && self.in_flight.is_empty()
+            && self.pending.is_empty()
+    }
+
+    fn woken(&mut self) {
+        self.wakes += 1;
+        self.want_jobs = true;
+    }
+
+    /// Frees the slot of a job whose task ended, unless the statement that wrote its result already did.
+    fn task_ended(&mut self, ended: Result<bool, tokio::task::JoinError>) {
+        if !matches!(ended, Ok(true)) {
+            self.occupied = self.occupied.saturating_sub(1);
+        }
+    }
+
+    /// Lets jobs that are finishing right now (typically a batch that was just claimed) join the pending
+    /// results, instead of sending the first one alone: yields while results keep arriving, briefly.
+    async fn gather(&mut self) {
+        let started = std::time::Instant::now();
+        let mut last_arrival = started;
+        while self.pending.len() < MAX_COMPLETIONS && self.working() > 0 {
+            tokio::task::yield_now().await;
+            let before = self.pending.len();
+            while let Ok(done) = self.finished.try_recv() {
+                self.pending.push(done);
+            }
+            let now = std::time::Instant::now();
+            if self.pending.len() > before {
+                last_arrival = now;
+            } else if now - last_arrival > GATHER_QUIET || now - started > GATHER_MAX {
+                return;
+            }
+        }
+    }
+
+    /// What to send now, if anything: how many pending results, and how many jobs to claim.
+    fn next_statement(&self) -> Option<(usize, usize)> {
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            return None;
+        }
+        let batch = self.pending.len().min(MAX_COMPLETIONS);
+        let may_claim = self.want_jobs
+            && !self.draining
+            && self.claim_after.is_none_or(|at| Instant::now() >= at);
+        // The batch's slots are freed by the statement that commits it, so it may claim for them.
+        let free = (self.slots + batch + self.refilling).saturating_sub(self.occupied);
+        let limit = if may_claim { free.min(MAX_CLAIM) } else { 0 };
+        let worth_it = if self.in_flight.is_empty() {
+            batch > 0 || limit > 0
+        } else {
+            // A statement is committing: send another only when it is full, or when no more results will
+            // join it; otherwise let results gather for when the first one returns.
+            batch >= MAX_COMPLETIONS
+                || (batch > 0 && self.working() == 0)
+                || limit >= MAX_CLAIM.min(self.slots)
+        };
+        worth_it.then_some((batch, limit))
+    }
+
+    fn send(&mut self, batch: usize, limit: usize) {
+        let batch: Vec<Finished> = self.pending.drain(..batch).collect();
+        self.occupied += limit;
+        self.reserved += limit;
+        self.completing += batch.len();
+        self.refilling += batch.len().min(limit);
+        let (completions, waiters): (Vec<Completion>, Vec<Waiter>) = batch
+            .into_iter()
+            .map(|done| {
+                let id = done.completion.lease.id;
+                (done.completion, (id, done.reply))
+            })
+            .unzip();
+        let shared = self.shared.clone();
+        let kinds = self.kinds.clone();
+        let wakes = self.wakes;
+        self.in_flight.push(Box::pin(async move {
+            let claim = Claim {
+                kinds: &kinds,
+                limit: limit as i64,
+                lease: shared.config.lease,
+                worker_id: &shared.config.worker_id,
+            };
+            let step = leases::complete_and_claim(&shared.pool, &completions, &claim).await;
+            Answer {
+                waiters,
+                limit,
+                wakes,
+                step,
+            }
+        }));
+    }
+
+    fn answered(&mut self, answer: Answer) {
+        let Answer {
+            waiters,
+            limit,
+            wakes,
+            step,
+        } = answer;
+        self.occupied -= limit;
+        self.reserved -= limit;
+        self.completing -= waiters.len();
+        self.refilling -= waiters.len().min(limit);
+        match step {
+            Ok(step) => {
+                tracing::trace!(
+                    completed = waiters.len(),
+                    asked = limit,
+                    claimed = step.claimed.len(),
+                    "statement answered"
+                );
+                self.error_backoff = FIRST_ERROR_BACKOFF;
+                self.occupied -= waiters.len();
+                if limit > 0 && step.claimed.len() < limit && wakes == self.wakes {
+                    // The queue ran dry; wait for a notification or the next poll.
+                    self.want_jobs = false;
+                }
+                answer_completions(waiters, &step.completed);
+                self.occupied += step.claimed.len();
+                for job in step.claimed {
+                    spawn(&self.shared, &mut self.tasks, job);
+                }
+            }
+            Err(err) => {
+                let err = Arc::new(err);
+                if limit > 0 {
+                    tracing::warn!(error = %err, retry_in = ?self.error_backoff, "claiming jobs failed");
+                    self.claim_after = Some(Instant::now() + self.error_backoff);
+                    self.error_backoff = (self.error_backoff * 2).min(MAX_ERROR_BACKOFF);
+                }
+                // The executors retry their writes; their slots stay taken meanwhile.
+                for (_, reply) in waiters {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// The grace period is over: stop every job, and wait (briefly) for statements in flight, registering
+    /// what they claimed so shutdown releases it too.
+    async fn abort(&mut self) {
+        self.shared
+            .running
+            .stop_all(super::running::StopReason::Shutdown);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let running = &self.shared.running;
+        let in_flight = &mut self.in_flight;
+        let settled = tokio::time::timeout(IN_FLIGHT_GRACE, async {
+            while let Some(answer) = in_flight.next().await {
+                if let Ok(step) = answer.step {
+                    answer_completions(answer.waiters, &step.completed);
+                    for job in step.claimed {
+                        running.insert(Lease {
+                            id: job.id,
+                            token: job.lease_token,
+                        });
+                    }
+                }
+            }
+        })
+        .await;
+        if settled.is_err() {
+            tracing::warn!("statements still in flight at shutdown; their jobs will be rescued when their leases expire");
+        }
+    }
+}
+
+fn answer_completions(waiters: Vec<Waiter>, completed: &[uuid::Uuid]) {
+    let completed: HashSet<_> = completed.iter().collect();
+    for (id, reply) in waiters {
+        let _ = reply.send(Ok(completed.contains(&id)));
+    }
+}
+
+fn spawn(shared: &Arc<Shared>, tasks: &mut JoinSet<bool>, job: ClaimedJob) {
+    // Registered before the task is spawned: shutdown can abort a task before it first runs, and must
+    // still find the lease to release the job.
+    let stop = shared.running.insert(Lease {
+        id: job.id,
+        token: job.lease_token,
+    });
+    tasks.spawn(executor::execute(shared.clone(), job, stop));
+}
