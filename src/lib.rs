@@ -9,7 +9,7 @@
 //! - [`api`]: the HTTP API (poem-openapi), its OpenAPI document and Swagger UI.
 //! - [`job`]: the job, its status machine, and a validated request to create one.
 //! - [`kinds`]: the [`Handler`] trait, the [`Registry`] of kinds, and the built-in kinds.
-//! - [`worker`]: the runtime — claim loop, executor, heartbeats, LISTEN/NOTIFY, maintenance.
+//! - [`worker`]: the runtime — dispatcher (claims and results in one statement), executor, heartbeats, LISTEN/NOTIFY, maintenance.
 //! - [`store`]: all SQL.
 //!
 //! To embed jobdock with kinds of your own, implement [`Handler`], add it to [`Registry::builtin`] and pass

@@ -1,4 +1,4 @@
-//! LISTEN/NOTIFY: wakes the claim loop when jobs are submitted anywhere, and stops cancelled jobs at once
+//! LISTEN/NOTIFY: wakes the dispatcher when jobs are submitted anywhere, and stops cancelled jobs at once
 //! instead of at the next heartbeat.
 
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! - [`executor`]: runs one job and writes its outcome, fenced by its lease token.
 //! - [`heartbeat`]: extends every running job's lease in one statement, and notices cancellations and lost
 //!   leases.
-//! - [`listener`]: LISTEN/NOTIFY, which wakes the claim loop and reaches cancelled jobs at once.
+//! - [`listener`]: LISTEN/NOTIFY, which wakes the dispatcher and reaches cancelled jobs at once.
 //! - [`maintenance`]: the rescuer (expired leases) and the pruner (retention).
 //! - [`running`]: the jobs this process is running.
 
@@ -32,7 +32,7 @@ use running::Running;
 /// How a worker pool behaves; see the flags of the same names in [`crate::config`].
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Jobs run at once. 0 runs no claim loop (maintenance still runs).
+    /// Jobs run at once. 0 claims nothing (maintenance still runs).
     pub slots: usize,
     pub lease: Duration,
     pub poll_interval: Duration,
