@@ -14,7 +14,7 @@ use super::notify_jobs_channel;
 use crate::job::JobStatus;
 
 /// A job a worker has claimed, with the lease that lets it write the outcome.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: Uuid,
     pub kind: String,
