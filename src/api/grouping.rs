@@ -13,8 +13,9 @@ use crate::store;
 
 /// The most jobs one statement inserts.
 pub const MAX_GROUP: usize = 500;
-/// Statements in flight at once: enough to keep the database busy while one group commits.
-const FLUSHERS: usize = 4;
+/// Statements in flight at once: one group commits while the next gathers. More flushers make smaller
+/// groups, and on a busy database each extra commit costs more than the wait it saves.
+const FLUSHERS: usize = 2;
 
 /// What a waiter gets back: its job, or the error its insert hit.
 pub type Inserted = Result<Job, Arc<sqlx::Error>>;

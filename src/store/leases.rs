@@ -3,6 +3,16 @@
 //! Every write after the claim is fenced by the lease token: it applies only while the job is still
 //! `running` under the same token. A worker whose lease expired and was rescued (so the token changed or was
 //! cleared) cannot complete, fail, heartbeat or report progress for the job any more.
+//!
+//! Batched fenced writes join `unnest($ids, $tokens)` to `jobs` on id and token alone, so the only good
+//! plan is a primary-key lookup per job. Two tempting additions make PostgreSQL's generic plan (the one a
+//! prepared statement settles on) far worse, as `EXPLAIN ANALYZE` under `plan_cache_mode =
+//! force_generic_plan` showed:
+//! - a redundant `j.id = ANY($ids)` makes it expect a handful of rows and run a nested loop with a join
+//!   filter, quadratic in the batch (106 ms instead of 3 ms for 500 completions);
+//! - `j.status = 'running'` lets it hash-join over a bitmap scan of the partial index on running jobs,
+//!   which visits every job that has run since the last vacuum. The token is enough: a constraint keeps
+//!   tokens on running jobs only.
 
 use std::time::Duration;
 
@@ -32,7 +42,10 @@ pub struct ClaimedJob {
 ///
 /// The CTE picks rows with `FOR UPDATE SKIP LOCKED` (so concurrent workers never take the same job and never
 /// wait on each other) and the `UPDATE` flips exactly those rows; without the CTE the planner may update
-/// more rows than the limit.
+/// more rows than the limit. The `UPDATE` finds them by `ctid`: a TID scan is always chosen, whereas a
+/// lookup by id let a prepared statement's plan, made while `jobs` was small and kept as it grew, scan
+/// the whole table on every claim. The locked rows cannot move before the `UPDATE` reads them; one whose
+/// newest version our snapshot cannot see is skipped and stays `queued` for the next claim.
 pub async fn claim_available(
     pool: &PgPool,
     kinds: &[String],
@@ -95,22 +108,20 @@ pub async fn complete_and_claim(
     claim: &Claim<'_>,
 ) -> Result<Step, sqlx::Error> {
     let rows: Vec<StepRow> = sqlx::query_as(
-        "WITH input AS ( \
-           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[]) \
-             AS t(id, token, content_type, body)), \
-         done AS ( \
+        "WITH done AS ( \
            UPDATE jobs j SET status = 'succeeded', finished_at = now(), updated_at = now(), \
              lease_token = NULL, lease_expires_at = NULL, error = NULL \
-           FROM input \
-           WHERE j.id = ANY($1) AND j.id = input.id AND j.lease_token = input.token \
-             AND j.status = 'running' \
+           FROM unnest($1::uuid[], $2::uuid[]) AS input(id, token) \
+           WHERE j.id = input.id AND j.lease_token = input.token \
            RETURNING j.id), \
          stored AS ( \
            INSERT INTO results (job_id, content_type, body) \
-           SELECT input.id, input.content_type, input.body FROM input JOIN done ON done.id = input.id \
+           SELECT input.id, input.content_type, input.body \
+           FROM unnest($1::uuid[], $3::text[], $4::bytea[]) AS input(id, content_type, body) \
+           JOIN done ON done.id = input.id \
            RETURNING job_id), \
          next AS ( \
-           SELECT id FROM jobs \
+           SELECT ctid FROM jobs \
            WHERE status = 'queued' AND run_at <= now() AND kind = ANY($5) \
            ORDER BY priority DESC, run_at, id \
            LIMIT $6 \
@@ -119,7 +130,7 @@ pub async fn complete_and_claim(
            UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), \
              lease_expires_at = now() + make_interval(secs => $7), worker_id = $8, started_at = now(), \
              updated_at = now() \
-           WHERE j.id = ANY(ARRAY(SELECT id FROM next)) \
+           WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM next)) \
            RETURNING j.id, j.kind, j.payload::text AS payload, j.attempt, j.max_attempts, j.timeout_secs, \
              j.lease_token, j.cancel_requested, j.priority, j.run_at) \
          SELECT true AS completed, job_id AS id, NULL::text AS kind, NULL::text AS payload, \
@@ -214,7 +225,7 @@ pub async fn heartbeat_many(
     sqlx::query_as(
         "UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3) \
          FROM unnest($1::uuid[], $2::uuid[]) AS t(id, token) \
-         WHERE j.id = ANY($1) AND j.id = t.id AND j.lease_token = t.token AND j.status = 'running' \
+         WHERE j.id = t.id AND j.lease_token = t.token \
          RETURNING j.id, j.cancel_requested",
     )
     .bind(leases.iter().map(|l| l.id).collect::<Vec<_>>())
@@ -333,7 +344,7 @@ pub async fn release_many(pool: &PgPool, leases: &[Lease]) -> Result<Vec<Uuid>, 
              attempt = greatest(j.attempt - 1, 0), run_at = now(), updated_at = now(), \
              lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
            FROM unnest($1::uuid[], $2::uuid[]) AS t(id, token) \
-           WHERE j.id = ANY($1) AND j.id = t.id AND j.lease_token = t.token AND j.status = 'running' \
+           WHERE j.id = t.id AND j.lease_token = t.token \
            RETURNING j.id), \
          notified AS (SELECT pg_notify('",
         notify_jobs_channel!(),

@@ -1,5 +1,11 @@
 //! Maintenance SQL, safe to run on every replica at once: each statement takes a bounded batch of rows
 //! with `FOR UPDATE SKIP LOCKED`, so replicas split the work instead of queueing behind each other.
+//!
+//! It also refreshes the planner's statistics of `jobs` while the table grows fast
+//! ([`analyze_if_grown`]).
+//!
+//! Rows picked that way are then written by `ctid`, as the claim does (see [`super::leases`]): a TID scan
+//! is the one plan that stays right when the table's statistics are stale.
 
 use std::time::Duration;
 
@@ -21,25 +27,25 @@ pub struct Rescued {
 pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<Vec<Rescued>, sqlx::Error> {
     let rescued: Vec<Rescued> = sqlx::query_as(
         "WITH expired AS ( \
-           SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < now() \
+           SELECT ctid FROM jobs WHERE status = 'running' AND lease_expires_at < now() \
            ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
-         next AS ( \
-           SELECT j.id, CASE WHEN j.cancel_requested THEN 'cancelled' \
-                             WHEN j.attempt >= j.max_attempts THEN 'failed' \
-                             ELSE 'queued' END AS status \
-           FROM jobs j JOIN expired USING (id)), \
          rescued AS ( \
-           UPDATE jobs j SET status = next.status, updated_at = now(), \
-             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
-             finished_at = CASE WHEN next.status = 'queued' THEN NULL ELSE now() END, \
-             run_at = CASE WHEN next.status = 'queued' THEN now() ELSE j.run_at END, \
+           UPDATE jobs j SET \
+             status = CASE WHEN j.cancel_requested THEN 'cancelled' \
+                           WHEN j.attempt >= j.max_attempts THEN 'failed' \
+                           ELSE 'queued' END, \
+             updated_at = now(), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
+             finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts THEN now() END, \
+             run_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts THEN j.run_at \
+                           ELSE now() END, \
              error = jsonb_build_object( \
                'type', 'urn:jobdock:problem:lease-expired', \
                'title', 'The worker running this job stopped responding', \
                'detail', format('attempt %s of %s lost its lease (the worker crashed, was killed or stalled)', \
                                 j.attempt, j.max_attempts), \
-               'attempt', j.attempt, 'retryable', next.status = 'queued') \
-           FROM next WHERE j.id = next.id \
+               'attempt', j.attempt, \
+               'retryable', NOT (j.cancel_requested OR j.attempt >= j.max_attempts)) \
+           WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM expired)) \
            RETURNING j.id, j.status) \
          SELECT id, status FROM rescued",
     )
@@ -61,13 +67,45 @@ pub async fn prune_finished(
 ) -> Result<u64, sqlx::Error> {
     let deleted = sqlx::query(
         "WITH old AS ( \
-           SELECT id FROM jobs WHERE finished_at < now() - make_interval(secs => $1) \
+           SELECT ctid FROM jobs WHERE finished_at < now() - make_interval(secs => $1) \
            ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         DELETE FROM jobs j USING old WHERE j.id = old.id",
+         DELETE FROM jobs WHERE ctid = ANY(ARRAY(SELECT ctid FROM old))",
     )
     .bind(retention.as_secs_f64())
     .bind(limit)
     .execute(pool)
     .await?;
     Ok(deleted.rows_affected())
+}
+
+/// Key of the advisory lock that lets one replica at a time refresh statistics.
+const ANALYZE_LOCK: i64 = 0x6a6f_6264_6f63_6b01;
+/// Below this many pages (8 KiB each) `jobs` is small enough for any plan.
+const ANALYZE_MIN_PAGES: i32 = 16;
+
+/// Runs `ANALYZE jobs` when the table has more than doubled since PostgreSQL last measured it. Returns
+/// whether it did.
+///
+/// Why: a prepared statement keeps the generic plan it chose while `jobs` was small (a sequential scan
+/// is right for a few pages), and PostgreSQL replans only when the table's statistics change. Autovacuum
+/// refreshes them at most once a minute, so a new queue hit by a burst would scan its whole table on
+/// every claim until then. Doubling as the trigger keeps the count of `ANALYZE` runs logarithmic in the
+/// table's size; the advisory lock keeps replicas from running it together.
+pub async fn analyze_if_grown(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let grown: bool = sqlx::query_scalar(
+        "SELECT CASE WHEN pg_relation_size(c.oid) / current_setting('block_size')::int \
+                          > greatest(2 * c.relpages, $1) \
+                     THEN pg_try_advisory_xact_lock($2) ELSE false END \
+         FROM pg_class c WHERE c.oid = 'jobs'::regclass",
+    )
+    .bind(ANALYZE_MIN_PAGES)
+    .bind(ANALYZE_LOCK)
+    .fetch_one(&mut *tx)
+    .await?;
+    if grown {
+        sqlx::query("ANALYZE jobs").execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(grown)
 }

@@ -1,5 +1,6 @@
 //! Maintenance, safe on every replica at once: the rescuer returns jobs with expired leases to the queue,
-//! and the pruner deletes finished jobs past the retention period, both in bounded batches.
+//! and the pruner deletes finished jobs past the retention period, both in bounded batches; and while
+//! `jobs` grows fast, its planner statistics are refreshed so cached query plans keep up with its size.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,16 +23,26 @@ fn rescue_every(lease: Duration) -> Duration {
     (lease / 2).clamp(Duration::from_millis(200), Duration::from_secs(15))
 }
 
+/// How often the size of `jobs` is compared with what the planner's statistics say.
+const STATISTICS_EVERY: Duration = Duration::from_secs(1);
+
 pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut rescue = tokio::time::interval(rescue_every(shared.config.lease));
     let mut prune = tokio::time::interval(prune_every(shared.config.retention));
-    rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut statistics = tokio::time::interval(STATISTICS_EVERY);
+    for timer in [&mut rescue, &mut prune, &mut statistics] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = rescue.tick() => rescue_all(&shared).await,
             _ = prune.tick() => prune_all(&shared, &stop).await,
+            _ = statistics.tick() => match maintenance::analyze_if_grown(&shared.pool).await {
+                Ok(true) => tracing::debug!("refreshed planner statistics of the grown jobs table"),
+                Ok(false) => {}
+                Err(err) => tracing::debug!(error = %err, "refreshing statistics failed"),
+            },
         }
     }
 }

@@ -172,6 +172,32 @@ async fn a_rescued_lease_is_refused_even_before_anyone_reclaims_the_job() {
     assert_eq!(results_of(pool, id).await, 0);
 }
 
+/// The batched fenced writes match a job by id and token only; that is safe because the schema keeps a
+/// token on running jobs alone.
+#[tokio::test]
+async fn the_schema_refuses_a_lease_token_on_a_job_that_is_not_running() {
+    let db = Db::new().await;
+    let pool = &db.pool;
+    let id = insert_one(pool, new_job("echo")).await;
+    for assignment in [
+        "lease_token = gen_random_uuid()",
+        "lease_token = gen_random_uuid(), lease_expires_at = now()",
+        "status = 'running', lease_token = gen_random_uuid()",
+    ] {
+        let refused = sqlx::query(&format!("UPDATE jobs SET {assignment} WHERE id = $1"))
+            .bind(id)
+            .execute(pool)
+            .await
+            .expect_err("a queued job with a lease token must be refused");
+        let code = refused
+            .as_database_error()
+            .and_then(|err| err.code())
+            .map(|code| code.into_owned());
+        assert_eq!(code.as_deref(), Some("23514"), "{assignment}: {refused}");
+    }
+    assert_eq!(status(pool, id).await, JobStatus::Queued);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_worker_that_lost_its_lease_is_stopped_and_its_late_completion_does_not_land() {
     let db = Db::new().await;

@@ -268,3 +268,38 @@ async fn rescue_requeues_fails_or_cancels_expired_jobs_by_what_is_left_of_them()
     assert_eq!(job.status, JobStatus::Running);
     assert!(lease_row(pool, alive).await.lease_token.is_some());
 }
+
+async fn planner_pages(pool: &PgPool) -> i32 {
+    sqlx::query_scalar("SELECT relpages FROM pg_class WHERE oid = 'jobs'::regclass")
+        .fetch_one(pool)
+        .await
+        .expect("read relpages")
+}
+
+#[tokio::test]
+async fn statistics_are_refreshed_once_the_jobs_table_has_grown_and_not_again_until_it_doubles() {
+    let db = Db::new().await;
+    let pool = &db.pool;
+    // Autovacuum's own ANALYZE would make the outcome depend on when it wakes.
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        .execute(pool)
+        .await
+        .expect("turn autovacuum off for this table");
+    insert(pool, &(0..10).map(|_| new_job("echo")).collect::<Vec<_>>()).await;
+    assert!(!maintenance::analyze_if_grown(pool).await.expect("check"));
+    assert_eq!(planner_pages(pool).await, 0, "a small table is left alone");
+
+    for _ in 0..6 {
+        insert(pool, &(0..500).map(|_| new_job("echo")).collect::<Vec<_>>()).await;
+    }
+    assert!(maintenance::analyze_if_grown(pool).await.expect("analyze"));
+    let measured = planner_pages(pool).await;
+    assert!(measured >= 16, "ANALYZE recorded {measured} pages");
+
+    insert(pool, &(0..500).map(|_| new_job("echo")).collect::<Vec<_>>()).await;
+    assert!(
+        !maintenance::analyze_if_grown(pool).await.expect("check"),
+        "the table has not doubled since it was measured"
+    );
+    assert_eq!(planner_pages(pool).await, measured);
+}
