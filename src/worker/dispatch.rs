@@ -223,11 +223,13 @@ impl Dispatcher {
         let worth_it = if self.in_flight.is_empty() {
             batch > 0 || limit > 0
         } else {
-            // A statement is committing: send another only when it is full, or when no more results will
-            // join it; otherwise let results gather for when the first one returns.
+            // A statement is committing: send another only when it is full, when no more results will
+            // join it, or when jobs are waiting and nothing in flight claims (new work must not wait for
+            // unrelated results to commit); otherwise let results gather for when the first one returns.
             batch >= MAX_COMPLETIONS
                 || (batch > 0 && self.working() == 0)
                 || limit >= MAX_CLAIM.min(self.slots)
+                || (limit > 0 && self.reserved == 0)
         };
         worth_it.then_some((batch, limit))
     }
