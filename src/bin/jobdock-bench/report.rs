@@ -64,21 +64,27 @@ impl Report {
         out
     }
 
-    /// Prints the human summary (stderr) and the JSON line (stdout).
+    /// Prints the human summary (stderr) and the JSON line (stdout). Each ratio is the median over runs
+    /// of `numerator / denominator` within a run: a run pairs jobdock with the baseline measured right
+    /// after it, so the ratio holds up when the shared machine's speed drifts from run to run.
     pub fn finish(self, ratios: &[(&str, &str, &str)]) {
         let medians = self.medians();
         let mut ratio_values = Map::new();
         for (name, numerator, denominator) in ratios {
-            let n = medians
-                .get(*numerator)
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            let d = medians
-                .get(*denominator)
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            if d > 0.0 {
-                ratio_values.insert((*name).to_owned(), json!((n / d * 100.0).round() / 100.0));
+            let per_run: Vec<f64> = self
+                .runs
+                .iter()
+                .filter_map(|run| {
+                    let n = run.get(*numerator)?.as_f64()?;
+                    let d = run.get(*denominator)?.as_f64()?;
+                    (d > 0.0).then_some(n / d)
+                })
+                .collect();
+            if !per_run.is_empty() {
+                ratio_values.insert(
+                    (*name).to_owned(),
+                    json!((median(per_run) * 100.0).round() / 100.0),
+                );
             }
         }
         eprintln!("{}: medians of {} runs", self.scenario, self.runs.len());
