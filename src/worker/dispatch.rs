@@ -29,8 +29,9 @@ use crate::store::leases::{self, Claim, ClaimedJob, Completion, Lease, Step};
 const MAX_CLAIM: usize = 500;
 /// The most results one statement writes.
 const MAX_COMPLETIONS: usize = 500;
-/// Statements in flight at once: one commits while the next one fills.
-const MAX_IN_FLIGHT: usize = 2;
+/// Statements in flight at once. With two, PostgreSQL sat half idle in a drain (0.5 core busy) while each
+/// statement waited on its commit; a third keeps both cores busy (drain 0.78x to 0.87x of the SQL ceiling).
+const MAX_IN_FLIGHT: usize = 3;
 /// How long the loop waits for more results while they keep arriving (see [`Dispatcher::gather`]): it
 /// stops after a pause this long, and after this long in all.
 const GATHER_QUIET: Duration = Duration::from_micros(50);

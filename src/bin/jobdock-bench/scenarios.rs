@@ -241,6 +241,14 @@ async fn enqueue_echo_jobs(pool: &PgPool, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Vacuums and analyzes the freshly filled table before a drain is timed: otherwise autovacuum's pass
+/// for the inserts (due at its next wake-up, anywhere in the next minute) sometimes lands inside a drain
+/// that lasts about a second and takes one of the two cores from it, which made runs differ by 1.5x.
+async fn settle_inserts(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("VACUUM ANALYZE jobs").execute(pool).await?;
+    Ok(())
+}
+
 /// Whether any job is still queued or running. EXISTS stops at the first row: counting every pending row
 /// each poll would load the database the drain is measuring.
 async fn pending(pool: &PgPool) -> anyhow::Result<bool> {
@@ -276,7 +284,7 @@ async fn settle(pool: &PgPool) {
 async fn drain_once(database: &BenchDatabase, args: &DrainArgs) -> anyhow::Result<f64> {
     let pool = database.pool().await?;
     enqueue_echo_jobs(&pool, args.jobs).await?;
-    sqlx::query("ANALYZE jobs").execute(&pool).await?;
+    settle_inserts(&pool).await?;
     settle(&pool).await;
     let worker_pool = jobdock::store::db::connect(&database.url, 20).await?;
     let started = Instant::now();
@@ -314,7 +322,7 @@ async fn drain_ceiling(common: &Common, jobs: usize) -> anyhow::Result<f64> {
     let database = BenchDatabase::create(&common.database_url).await?;
     let pool = database.pool().await?;
     enqueue_echo_jobs(&pool, jobs).await?;
-    sqlx::query("ANALYZE jobs").execute(&pool).await?;
+    settle_inserts(&pool).await?;
     pool.close().await;
     let transactions = (jobs / 500 / 2).max(1) as u64;
     let figures = pgbench::run(
