@@ -617,6 +617,11 @@ pub async fn aged(common: &Common, args: &AgedArgs) -> anyhow::Result<()> {
             "aged_pickup_p50_ms",
             "fresh_pickup_p50_ms",
         ),
+        (
+            "aged_vs_fresh_pickup_p99",
+            "aged_pickup_p99_ms",
+            "fresh_pickup_p99_ms",
+        ),
     ]);
     Ok(())
 }
