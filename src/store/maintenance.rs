@@ -90,12 +90,15 @@ const ANALYZE_MIN_PAGES: i32 = 16;
 /// is right for a few pages), and PostgreSQL replans only when the table's statistics change. Autovacuum
 /// refreshes them at most once a minute, so a new queue hit by a burst would scan its whole table on
 /// every claim until then. Doubling as the trigger keeps the count of `ANALYZE` runs logarithmic in the
-/// table's size; the advisory lock keeps replicas from running it together.
+/// table's size; the advisory lock keeps replicas from running it together. A role that does not own
+/// the table may not analyze it (PostgreSQL would only warn, every second), so it leaves this to
+/// autovacuum.
 pub async fn analyze_if_grown(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let grown: bool = sqlx::query_scalar(
         "SELECT CASE WHEN pg_relation_size(c.oid) / current_setting('block_size')::int \
-                          > greatest(2 * c.relpages, $1) \
+                            > greatest(2 * c.relpages, $1) \
+                          AND pg_has_role(c.relowner, 'USAGE') \
                      THEN pg_try_advisory_xact_lock($2) ELSE false END \
          FROM pg_class c WHERE c.oid = 'jobs'::regclass",
     )

@@ -303,3 +303,35 @@ async fn statistics_are_refreshed_once_the_jobs_table_has_grown_and_not_again_un
     );
     assert_eq!(planner_pages(pool).await, measured);
 }
+
+#[tokio::test]
+async fn a_role_that_does_not_own_jobs_leaves_statistics_to_autovacuum() {
+    let db = Db::new().await;
+    let pool = &db.pool;
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        .execute(pool)
+        .await
+        .expect("turn autovacuum off for this table");
+    for _ in 0..6 {
+        insert(pool, &(0..500).map(|_| new_job("echo")).collect::<Vec<_>>()).await;
+    }
+    let role = format!("jobdock_not_owner_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE ROLE {role} LOGIN"))
+        .execute(pool)
+        .await
+        .expect("create a role that owns nothing");
+    let options: sqlx::postgres::PgConnectOptions = db.url().parse().expect("test database url");
+    let other = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.username(&role))
+        .await
+        .expect("connect as the other role");
+    let refreshed = maintenance::analyze_if_grown(&other).await;
+    other.close().await;
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(pool)
+        .await
+        .expect("drop the role");
+    assert!(!refreshed.expect("the check itself works for any role"));
+    assert_eq!(planner_pages(pool).await, 0, "nothing was analyzed");
+}

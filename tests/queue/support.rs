@@ -28,6 +28,10 @@ pub struct Db {
 }
 
 impl Db {
+    pub fn url(&self) -> &str {
+        &self._database.url
+    }
+
     pub async fn new() -> Db {
         Db::with_connections(10).await
     }
