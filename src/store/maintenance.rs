@@ -94,21 +94,27 @@ const ANALYZE_MIN_PAGES: i32 = 16;
 /// the table may not analyze it (PostgreSQL would only warn, every second), so it leaves this to
 /// autovacuum.
 pub async fn analyze_if_grown(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    // Checked outside a transaction: this runs every second and is almost always false.
     let grown: bool = sqlx::query_scalar(
-        "SELECT CASE WHEN pg_relation_size(c.oid) / current_setting('block_size')::int \
-                            > greatest(2 * c.relpages, $1) \
-                          AND pg_has_role(c.relowner, 'USAGE') \
-                     THEN pg_try_advisory_xact_lock($2) ELSE false END \
+        "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int \
+                  > greatest(2 * c.relpages, $1) \
+                AND pg_has_role(c.relowner, 'USAGE') \
          FROM pg_class c WHERE c.oid = 'jobs'::regclass",
     )
     .bind(ANALYZE_MIN_PAGES)
-    .bind(ANALYZE_LOCK)
-    .fetch_one(&mut *tx)
+    .fetch_one(pool)
     .await?;
-    if grown {
+    if !grown {
+        return Ok(false);
+    }
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(ANALYZE_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if locked {
         sqlx::query("ANALYZE jobs").execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    Ok(grown)
+    Ok(locked)
 }

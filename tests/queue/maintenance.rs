@@ -269,6 +269,26 @@ async fn rescue_requeues_fails_or_cancels_expired_jobs_by_what_is_left_of_them()
     assert!(lease_row(pool, alive).await.lease_token.is_some());
 }
 
+/// Autovacuum's own ANALYZE would make a statistics test depend on when it wakes.
+async fn autovacuum_off(pool: &PgPool) {
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        .execute(pool)
+        .await
+        .expect("turn autovacuum off for this table");
+}
+
+/// Inserts `n` queued `echo` jobs, 500 per statement.
+async fn insert_echo_jobs(pool: &PgPool, n: usize) {
+    for start in (0..n).step_by(500) {
+        let count = (n - start).min(500);
+        insert(
+            pool,
+            &(0..count).map(|_| new_job("echo")).collect::<Vec<_>>(),
+        )
+        .await;
+    }
+}
+
 async fn planner_pages(pool: &PgPool) -> i32 {
     sqlx::query_scalar("SELECT relpages FROM pg_class WHERE oid = 'jobs'::regclass")
         .fetch_one(pool)
@@ -280,23 +300,17 @@ async fn planner_pages(pool: &PgPool) -> i32 {
 async fn statistics_are_refreshed_once_the_jobs_table_has_grown_and_not_again_until_it_doubles() {
     let db = Db::new().await;
     let pool = &db.pool;
-    // Autovacuum's own ANALYZE would make the outcome depend on when it wakes.
-    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
-        .execute(pool)
-        .await
-        .expect("turn autovacuum off for this table");
-    insert(pool, &(0..10).map(|_| new_job("echo")).collect::<Vec<_>>()).await;
+    autovacuum_off(pool).await;
+    insert_echo_jobs(pool, 10).await;
     assert!(!maintenance::analyze_if_grown(pool).await.expect("check"));
     assert_eq!(planner_pages(pool).await, 0, "a small table is left alone");
 
-    for _ in 0..6 {
-        insert(pool, &(0..500).map(|_| new_job("echo")).collect::<Vec<_>>()).await;
-    }
+    insert_echo_jobs(pool, 3000).await;
     assert!(maintenance::analyze_if_grown(pool).await.expect("analyze"));
     let measured = planner_pages(pool).await;
     assert!(measured >= 16, "ANALYZE recorded {measured} pages");
 
-    insert(pool, &(0..500).map(|_| new_job("echo")).collect::<Vec<_>>()).await;
+    insert_echo_jobs(pool, 500).await;
     assert!(
         !maintenance::analyze_if_grown(pool).await.expect("check"),
         "the table has not doubled since it was measured"
@@ -308,13 +322,8 @@ async fn statistics_are_refreshed_once_the_jobs_table_has_grown_and_not_again_un
 async fn a_role_that_does_not_own_jobs_leaves_statistics_to_autovacuum() {
     let db = Db::new().await;
     let pool = &db.pool;
-    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
-        .execute(pool)
-        .await
-        .expect("turn autovacuum off for this table");
-    for _ in 0..6 {
-        insert(pool, &(0..500).map(|_| new_job("echo")).collect::<Vec<_>>()).await;
-    }
+    autovacuum_off(pool).await;
+    insert_echo_jobs(pool, 3000).await;
     let role = format!("jobdock_not_owner_{}", Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE ROLE {role} LOGIN"))
         .execute(pool)
