@@ -20,7 +20,7 @@ trap 'rm -f "$out"' EXIT
 echo "== installing graphile-worker (npm ci)" >&2
 (cd bench/peers/graphile-worker && npm ci --silent --no-audit --no-fund >/dev/null)
 echo "== building jobdock-bench" >&2
-cargo build --release --quiet --bin jobdock-bench
+cargo build --release --quiet -p jobdock-bench
 
 peer() { # script, extra env...
   local script="$1"; shift

@@ -3,9 +3,9 @@
 //! server) in the same run, so figures are read as ratios on a noisy machine.
 //!
 //! ```text
-//! cargo run --release --bin jobdock-bench -- drain
-//! cargo run --release --bin jobdock-bench -- submit --concurrency 32 --seconds 10
-//! cargo run --release --bin jobdock-bench -- all --runs 3
+//! cargo run --release -p jobdock-bench -- drain
+//! cargo run --release -p jobdock-bench -- submit --concurrency 32 --seconds 10
+//! cargo run --release -p jobdock-bench -- all --runs 3
 //! ```
 
 mod http;
