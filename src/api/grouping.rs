@@ -17,8 +17,19 @@ pub const MAX_GROUP: usize = 500;
 /// groups, and on a busy database each extra commit costs more than the wait it saves.
 const FLUSHERS: usize = 2;
 
-/// What a waiter gets back: its job, or the error its insert hit.
-pub type Inserted = Result<Job, Arc<sqlx::Error>>;
+/// What a waiter gets back: its job, or why it was not stored.
+pub type Inserted = Result<Job, GroupError>;
+
+/// Why a grouped submission was not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GroupError {
+    /// The insert failed.
+    #[error(transparent)]
+    Store(Arc<store::Error>),
+    /// The flushers are gone: the server is shutting down.
+    #[error("the server is shutting down")]
+    Closed,
+}
 
 /// The submission side of group commit. Cheap to clone.
 #[derive(Clone)]
@@ -40,38 +51,41 @@ impl SubmitGroups {
         self.batcher
             .submit(job)
             .await
-            .unwrap_or_else(|| Err(Arc::new(sqlx::Error::PoolClosed)))
+            .unwrap_or(Err(GroupError::Closed))
     }
 }
 
 async fn insert_group(pool: PgPool, jobs: Vec<NewJob>) -> Vec<Inserted> {
+    let missing = || {
+        GroupError::Store(Arc::new(store::Error::Inconsistent(
+            "an inserted job was not returned".to_owned(),
+        )))
+    };
     match store::jobs::insert_many(&pool, &jobs).await {
         Ok(rows) => {
             let mut rows: HashMap<_, _> = rows.into_iter().map(|job| (job.id, job)).collect();
             jobs.iter()
-                .map(|job| {
-                    rows.remove(&job.id)
-                        .ok_or_else(|| Arc::new(sqlx::Error::RowNotFound))
-                })
+                .map(|job| rows.remove(&job.id).ok_or_else(missing))
                 .collect()
         }
-        Err(err) if jobs.len() > 1 && store::classify(&err) != store::ErrorClass::Unavailable => {
+        Err(err) if jobs.len() > 1 && !err.is_unavailable() => {
             // One job's data broke the group: insert them one by one so only that request fails.
             let mut answers = Vec::with_capacity(jobs.len());
             for job in &jobs {
-                let answer = store::jobs::insert_many(&pool, std::slice::from_ref(job))
-                    .await
-                    .map_err(Arc::new)
-                    .and_then(|mut rows| {
-                        rows.pop().ok_or_else(|| Arc::new(sqlx::Error::RowNotFound))
-                    });
+                let answer = match store::jobs::insert_many(&pool, std::slice::from_ref(job)).await
+                {
+                    Ok(mut rows) => rows.pop().ok_or_else(missing),
+                    Err(err) => Err(GroupError::Store(Arc::new(err))),
+                };
                 answers.push(answer);
             }
             answers
         }
         Err(err) => {
             let err = Arc::new(err);
-            jobs.iter().map(|_| Err(err.clone())).collect()
+            jobs.iter()
+                .map(|_| Err(GroupError::Store(err.clone())))
+                .collect()
         }
     }
 }

@@ -85,7 +85,7 @@ impl JobsApi {
         } else {
             match self.state.groups.insert(job).await {
                 Ok(job) => Ok(Inserted::Created(job)),
-                Err(err) => return Problem::from_db(&err).into(),
+                Err(err) => return Problem::from_group(&err).into(),
             }
         };
         match inserted {

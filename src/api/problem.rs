@@ -7,7 +7,7 @@
 use poem::http::StatusCode;
 use poem_openapi::Object;
 
-use crate::store::{self, ErrorClass};
+use crate::store;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -170,22 +170,35 @@ impl Problem {
         }
     }
 
-    /// The problem for a database error: 503 when it is unreachable, 400 for data it rejected, else 500.
-    pub fn from_db(err: &sqlx::Error) -> Problem {
-        match store::classify(err) {
-            ErrorClass::Unavailable => {
+    /// The problem for a store error: 503 when the database is unreachable, 400 for data it rejected,
+    /// else 500.
+    pub fn from_db(err: &store::Error) -> Problem {
+        match err {
+            store::Error::Unavailable(_) => {
                 tracing::warn!(error = %err, "database unavailable");
                 Problem::unavailable()
             }
-            ErrorClass::BadData => {
+            store::Error::Rejected(_) => {
                 tracing::info!(error = %err, "the database rejected a value from a request");
                 Problem::bad_request(
                     "a value in the request cannot be stored (for example, it contains a NUL character)",
                 )
             }
-            ErrorClass::Internal => {
+            store::Error::Database(_) | store::Error::Inconsistent(_) => {
                 tracing::error!(error = ?err, "database error");
                 Problem::internal()
+            }
+        }
+    }
+
+    /// The problem for a grouped submission that was not stored.
+    pub fn from_group(err: &super::grouping::GroupError) -> Problem {
+        match err {
+            super::grouping::GroupError::Store(err) => Problem::from_db(err),
+            super::grouping::GroupError::Closed => {
+                let mut problem = Problem::unavailable();
+                problem.detail = Some("the server is shutting down; nothing was stored. Retry after the time in Retry-After.".to_owned());
+                problem
             }
         }
     }

@@ -55,7 +55,7 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 /// True when the database answers and every embedded migration has been applied.
-pub async fn is_ready(pool: &PgPool) -> Result<bool, sqlx::Error> {
+pub async fn is_ready(pool: &PgPool) -> super::Result<bool> {
     let applied: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM _sqlx_migrations WHERE success AND version = ANY($1)",
     )

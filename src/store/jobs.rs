@@ -20,7 +20,7 @@ pub enum Inserted {
 /// Stores jobs in one statement (one commit), in order, and tells the workers there is work.
 ///
 /// Jobs carrying an idempotency key are not allowed here; use [`insert_one`] for those.
-pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> Result<Vec<Job>, sqlx::Error> {
+pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> super::Result<Vec<Job>> {
     debug_assert!(jobs.iter().all(|job| job.idempotency.is_none()));
     // One statement, so one round trip and one commit; the NOTIFY in it is delivered at that commit.
     sqlx::query_as(concat!(
@@ -47,10 +47,11 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> Result<Vec<Job>, sql
     .bind(jobs.iter().map(|j| j.timeout_secs).collect::<Vec<_>>())
     .fetch_all(pool)
     .await
+    .map_err(Into::into)
 }
 
 /// Stores one job, honouring its idempotency key if it has one.
-pub async fn insert_one(pool: &PgPool, job: &NewJob) -> Result<Inserted, sqlx::Error> {
+pub async fn insert_one(pool: &PgPool, job: &NewJob) -> super::Result<Inserted> {
     let Some(idem) = &job.idempotency else {
         let mut rows = insert_many(pool, std::slice::from_ref(job)).await?;
         return Ok(rows
@@ -115,7 +116,7 @@ struct JobWithFingerprint {
 }
 
 /// One job by id.
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
+pub async fn get(pool: &PgPool, id: Uuid) -> super::Result<Option<Job>> {
     sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
@@ -124,6 +125,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
     .bind(id)
     .fetch_optional(pool)
     .await
+    .map_err(Into::into)
 }
 
 /// Filters for [`list`]. `before` is the keyset cursor: only jobs with a smaller id (older) are returned.
@@ -137,7 +139,7 @@ pub struct ListFilter {
 }
 
 /// Jobs newest first, filtered, at most `filter.limit` of them.
-pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Job>, sqlx::Error> {
+pub async fn list(pool: &PgPool, filter: &ListFilter) -> super::Result<Vec<Job>> {
     let mut query: QueryBuilder<Postgres> =
         QueryBuilder::new(concat!("SELECT ", job_columns!(), " FROM jobs WHERE true"));
     if let Some(status) = filter.status {
@@ -155,7 +157,7 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Job>, sqlx::
     query
         .push(" ORDER BY id DESC LIMIT ")
         .push_bind(filter.limit);
-    query.build_query_as().fetch_all(pool).await
+    Ok(query.build_query_as().fetch_all(pool).await?)
 }
 
 /// What a cancel request did.
@@ -171,7 +173,7 @@ pub enum Cancelled {
 }
 
 /// Cancels a queued job at once, or flags a running one so its worker stops it.
-pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<Cancelled, sqlx::Error> {
+pub async fn cancel(pool: &PgPool, id: Uuid) -> super::Result<Cancelled> {
     let updated: Option<Job> = sqlx::query_as(concat!(
         "UPDATE jobs SET ",
         "  status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, ",
@@ -216,7 +218,7 @@ pub enum Deleted {
 }
 
 /// Removes a finished job and (by cascade) its result.
-pub async fn delete(pool: &PgPool, id: Uuid) -> Result<Deleted, sqlx::Error> {
+pub async fn delete(pool: &PgPool, id: Uuid) -> super::Result<Deleted> {
     let deleted = sqlx::query(
         "DELETE FROM jobs WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled')",
     )

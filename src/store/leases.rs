@@ -55,7 +55,7 @@ pub async fn claim_available(
     limit: i64,
     lease: Duration,
     worker_id: &str,
-) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+) -> super::Result<Vec<ClaimedJob>> {
     let claim = Claim {
         kinds,
         limit,
@@ -109,7 +109,7 @@ pub async fn complete_and_claim(
     pool: &PgPool,
     completions: &[Completion],
     claim: &Claim<'_>,
-) -> Result<Step, sqlx::Error> {
+) -> super::Result<Step> {
     let rows: Vec<StepRow> = sqlx::query_as(
         "WITH done AS ( \
            UPDATE jobs j SET status = 'succeeded', finished_at = now(), updated_at = now(), \
@@ -185,7 +185,7 @@ pub async fn complete_and_claim(
             row.lease_token,
         )
         else {
-            return Err(sqlx::Error::Protocol(format!(
+            return Err(super::Error::Inconsistent(format!(
                 "claimed job {} came back with missing columns",
                 row.id
             )));
@@ -224,7 +224,7 @@ pub async fn heartbeat_many(
     pool: &PgPool,
     leases: &[Lease],
     lease: Duration,
-) -> Result<Vec<Heartbeat>, sqlx::Error> {
+) -> super::Result<Vec<Heartbeat>> {
     sqlx::query_as(
         "UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3) \
          FROM unnest($1::uuid[], $2::uuid[]) AS t(id, token) \
@@ -236,14 +236,11 @@ pub async fn heartbeat_many(
     .bind(lease.as_secs_f64())
     .fetch_all(pool)
     .await
+    .map_err(Into::into)
 }
 
 /// Records a running job's progress. Returns false when the lease is no longer held.
-pub async fn set_progress(
-    pool: &PgPool,
-    lease: Lease,
-    progress: &Value,
-) -> Result<bool, sqlx::Error> {
+pub async fn set_progress(pool: &PgPool, lease: Lease, progress: &Value) -> super::Result<bool> {
     let updated = sqlx::query(
         "UPDATE jobs SET progress = $3, updated_at = now() \
          WHERE id = $1 AND lease_token = $2 AND status = 'running'",
@@ -266,10 +263,7 @@ pub struct Completion {
 
 /// Marks jobs `succeeded` and stores their results, in one statement (so one transaction), fenced by each
 /// job's lease token. Returns the ids whose completion applied; the others had lost their lease.
-pub async fn complete_many(
-    pool: &PgPool,
-    completions: &[Completion],
-) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn complete_many(pool: &PgPool, completions: &[Completion]) -> super::Result<Vec<Uuid>> {
     let nothing = Claim {
         kinds: &[],
         limit: 0,
@@ -292,7 +286,7 @@ pub async fn fail_attempt(
     error: &Value,
     retryable: bool,
     retry_in: Duration,
-) -> Result<Option<JobStatus>, sqlx::Error> {
+) -> super::Result<Option<JobStatus>> {
     let moved = sqlx::query_scalar(
         "WITH cur AS ( \
            SELECT id, CASE WHEN cancel_requested THEN 'cancelled' \
@@ -318,11 +312,7 @@ pub async fn fail_attempt(
 
 /// Ends a running job as `cancelled` (its handler stopped on request). Returns false when the lease was
 /// no longer held.
-pub async fn cancel_running(
-    pool: &PgPool,
-    lease: Lease,
-    error: &Value,
-) -> Result<bool, sqlx::Error> {
+pub async fn cancel_running(pool: &PgPool, lease: Lease, error: &Value) -> super::Result<bool> {
     let updated = sqlx::query(
         "UPDATE jobs SET status = 'cancelled', error = $3, finished_at = now(), updated_at = now(), \
            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
@@ -338,7 +328,7 @@ pub async fn cancel_running(
 
 /// Gives jobs back to the queue at once (at shutdown), without spending an attempt, and wakes idle workers
 /// in every replica. A job that was asked to stop ends `cancelled` instead. Returns the ids released.
-pub async fn release_many(pool: &PgPool, leases: &[Lease]) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn release_many(pool: &PgPool, leases: &[Lease]) -> super::Result<Vec<Uuid>> {
     sqlx::query_scalar(concat!(
         "WITH released AS ( \
            UPDATE jobs j SET \
@@ -358,4 +348,5 @@ pub async fn release_many(pool: &PgPool, leases: &[Lease]) -> Result<Vec<Uuid>, 
     .bind(leases.iter().map(|l| l.token).collect::<Vec<_>>())
     .fetch_all(pool)
     .await
+    .map_err(Into::into)
 }

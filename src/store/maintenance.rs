@@ -24,7 +24,7 @@ pub struct Rescued {
 /// Returns up to `limit` running jobs whose lease expired (their worker died or stalled) to `queued`, or to
 /// `failed` when their attempts are spent, or to `cancelled` when they were asked to stop. Wakes idle
 /// workers when any job was requeued.
-pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<Vec<Rescued>, sqlx::Error> {
+pub async fn rescue_expired(pool: &PgPool, limit: i64) -> super::Result<Vec<Rescued>> {
     let rescued: Vec<Rescued> = sqlx::query_as(
         "WITH expired AS ( \
            SELECT ctid FROM jobs WHERE status = 'running' AND lease_expires_at < now() \
@@ -60,11 +60,7 @@ pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<Vec<Rescued>, s
 
 /// Deletes up to `limit` jobs that finished more than `retention` ago; their results go with them by
 /// cascade. Returns how many were deleted.
-pub async fn prune_finished(
-    pool: &PgPool,
-    retention: Duration,
-    limit: i64,
-) -> Result<u64, sqlx::Error> {
+pub async fn prune_finished(pool: &PgPool, retention: Duration, limit: i64) -> super::Result<u64> {
     let deleted = sqlx::query(
         "WITH old AS ( \
            SELECT ctid FROM jobs WHERE finished_at < now() - make_interval(secs => $1) \
@@ -93,7 +89,7 @@ const ANALYZE_MIN_PAGES: i32 = 16;
 /// table's size; the advisory lock keeps replicas from running it together. A role that does not own
 /// the table may not analyze it (PostgreSQL would only warn, every second), so it leaves this to
 /// autovacuum.
-pub async fn analyze_if_grown(pool: &PgPool) -> Result<bool, sqlx::Error> {
+pub async fn analyze_if_grown(pool: &PgPool) -> super::Result<bool> {
     // Checked outside a transaction: this runs every second and is almost always false.
     let grown: bool = sqlx::query_scalar(
         "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int \

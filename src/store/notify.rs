@@ -16,7 +16,7 @@ pub const JOBS_CHANNEL: &str = notify_jobs_channel!();
 pub const CANCEL_CHANNEL: &str = "jobdock_cancel";
 
 /// Tells running workers that `id` should stop.
-pub async fn cancel_requested(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn cancel_requested(pool: &PgPool, id: Uuid) -> super::Result<()> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CANCEL_CHANNEL)
         .bind(id.to_string())
@@ -26,7 +26,7 @@ pub async fn cancel_requested(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error
 }
 
 /// Tells idle workers (in every replica) that jobs are due, e.g. after a retry or a release.
-pub async fn jobs_available(pool: &PgPool) -> Result<(), sqlx::Error> {
+pub async fn jobs_available(pool: &PgPool) -> super::Result<()> {
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(JOBS_CHANNEL)
         .execute(pool)
@@ -36,7 +36,7 @@ pub async fn jobs_available(pool: &PgPool) -> Result<(), sqlx::Error> {
 
 /// A dedicated connection listening on both channels. sqlx re-establishes it after a connection loss on
 /// the next `recv`; notifications sent while it was down are lost, which polling covers.
-pub async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+pub async fn listen(pool: &PgPool) -> super::Result<PgListener> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen_all([JOBS_CHANNEL, CANCEL_CHANNEL]).await?;
     Ok(listener)

@@ -22,7 +22,7 @@ pub enum ResultLookup {
 }
 
 /// The result of job `id`, if it has one.
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<ResultLookup, sqlx::Error> {
+pub async fn get(pool: &PgPool, id: Uuid) -> super::Result<ResultLookup> {
     let row: Option<(JobStatus, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
         "SELECT j.status, r.content_type, r.body \
          FROM jobs j LEFT JOIN results r ON r.job_id = j.id WHERE j.id = $1",

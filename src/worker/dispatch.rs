@@ -43,7 +43,7 @@ const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
 
 /// Whether a completion applied (false: the lease was lost), or the error its statement hit.
-pub type Completed = Result<bool, Arc<sqlx::Error>>;
+pub type Completed = Result<bool, Arc<crate::store::Error>>;
 
 /// A succeeded job's result, handed to the dispatcher by its executor, which waits for the answer.
 pub(crate) struct Finished {
@@ -70,7 +70,7 @@ struct Answer {
     limit: usize,
     /// [`Dispatcher::wakes`] when it was sent.
     wakes: u64,
-    step: Result<Step, sqlx::Error>,
+    step: Result<Step, crate::store::Error>,
 }
 
 /// Runs until every job has ended after [`Stop::claiming`], or until [`Stop::now`]. Jobs still registered

@@ -33,6 +33,20 @@ enum Outcome {
     Abandoned(StopReason),
 }
 
+/// Why an outcome was not written.
+#[derive(Debug)]
+enum WriteFailed {
+    Store(Arc<crate::store::Error>),
+    /// The dispatcher, which writes successes, has stopped.
+    DispatcherGone,
+}
+
+impl From<crate::store::Error> for WriteFailed {
+    fn from(err: crate::store::Error) -> Self {
+        WriteFailed::Store(Arc::new(err))
+    }
+}
+
 /// Runs `job`, which the dispatcher has registered in [`Shared::running`] (`stop` is its token there).
 ///
 /// Returns true when the job succeeded and the dispatcher wrote its result, which also freed its slot.
@@ -177,12 +191,17 @@ async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome:
                 }
                 return matches!(outcome, Outcome::Succeeded(_));
             }
-            Err(err) if crate::store::classify(&err) == crate::store::ErrorClass::Unavailable => {
+            Err(WriteFailed::Store(err)) if err.is_unavailable() => {
                 tracing::warn!(job = %job.id, error = %err, retry_in = ?delay, "writing outcome failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_WRITE_RETRY_DELAY);
             }
-            Err(err) => {
+            Err(WriteFailed::DispatcherGone) => {
+                // Only after shutdown aborted every job: shutdown releases it, or the rescuer will.
+                tracing::warn!(job = %job.id, "outcome not written: the dispatcher has stopped");
+                return false;
+            }
+            Err(WriteFailed::Store(err)) => {
                 // The database answered and refused: retrying would loop forever. The lease runs out and
                 // the rescuer gives the job another attempt (or fails it when attempts are spent).
                 tracing::error!(job = %job.id, error = %err, "the database refused the outcome; the job will be rescued");
@@ -197,7 +216,7 @@ async fn try_write(
     job: &ClaimedJob,
     lease: Lease,
     outcome: &Outcome,
-) -> Result<bool, Arc<sqlx::Error>> {
+) -> Result<bool, WriteFailed> {
     let pool = &shared.pool;
     match outcome {
         Outcome::Succeeded(output) => {
@@ -209,17 +228,18 @@ async fn try_write(
             let (reply, answer) = tokio::sync::oneshot::channel();
             let handed = shared.finished.send(Finished { completion, reply }).await;
             match handed {
-                Ok(()) => answer
-                    .await
-                    .unwrap_or_else(|_| Err(Arc::new(sqlx::Error::PoolClosed))),
-                Err(_) => Err(Arc::new(sqlx::Error::PoolClosed)),
+                Ok(()) => match answer.await {
+                    Ok(completed) => completed.map_err(WriteFailed::Store),
+                    Err(_) => Err(WriteFailed::DispatcherGone),
+                },
+                Err(_) => Err(WriteFailed::DispatcherGone),
             }
         }
         Outcome::Failed { error, retryable } => {
             let delay = retry_delay(shared.config.retry_base, job.attempt);
             let moved = leases::fail_attempt(pool, lease, error, *retryable, delay)
                 .await
-                .map_err(Arc::new)?;
+                .map_err(WriteFailed::from)?;
             if moved == Some(crate::job::JobStatus::Queued) {
                 tracing::info!(job = %job.id, attempt = job.attempt, retry_in = ?delay, "attempt failed; retrying");
             }
@@ -234,12 +254,12 @@ async fn try_write(
             );
             leases::cancel_running(pool, lease, &error)
                 .await
-                .map_err(Arc::new)
+                .map_err(WriteFailed::from)
         }
         Outcome::Abandoned(StopReason::Shutdown) => leases::release_many(pool, &[lease])
             .await
             .map(|released| !released.is_empty())
-            .map_err(Arc::new),
+            .map_err(WriteFailed::from),
         Outcome::Abandoned(_) => Ok(true),
     }
 }
