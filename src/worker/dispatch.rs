@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::handoff::{Completed, Finished};
 use super::{executor, Shared};
 use crate::store::leases::{self, Claim, ClaimedJob, Completion, Lease, Step};
 
@@ -41,15 +42,6 @@ const FIRST_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 /// How long shutdown waits for statements in flight before giving their jobs up to the rescuer.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
-
-/// Whether a completion applied (false: the lease was lost), or the error its statement hit.
-pub type Completed = Result<bool, Arc<crate::store::Error>>;
-
-/// A succeeded job's result, handed to the dispatcher by its executor, which waits for the answer.
-pub(crate) struct Finished {
-    pub completion: Completion,
-    pub reply: oneshot::Sender<Completed>,
-}
 
 /// How the dispatcher is told to stop.
 pub(super) struct Stop {

@@ -9,7 +9,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::Finished;
+use super::handoff::Finished;
 use super::running::StopReason;
 use super::Shared;
 use crate::kinds::{JobContext, JobError, Output};

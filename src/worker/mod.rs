@@ -4,6 +4,7 @@
 //! - [`dispatch`]: the hot path: writes the results of jobs that succeeded and claims the next batch in
 //!   one statement (never more jobs than free slots), and spawns each job.
 //! - [`executor`]: runs one job and writes its outcome, fenced by its lease token.
+//! - [`handoff`]: how an executor hands a result to the dispatcher (so neither imports the other).
 //! - [`heartbeat`]: extends every running job's lease in one statement, and notices cancellations and lost
 //!   leases.
 //! - [`listener`]: LISTEN/NOTIFY, which wakes the dispatcher and reaches cancelled jobs at once.
@@ -12,6 +13,7 @@
 
 mod dispatch;
 pub mod executor;
+mod handoff;
 mod heartbeat;
 mod listener;
 pub mod maintenance;
@@ -77,7 +79,7 @@ pub(crate) struct Shared {
     /// Wakes the dispatcher: a NOTIFY arrived.
     pub wake: Notify,
     /// Where executors hand results to the dispatcher.
-    pub finished: mpsc::Sender<dispatch::Finished>,
+    pub finished: mpsc::Sender<handoff::Finished>,
 }
 
 /// A running worker pool. Call [`WorkerPool::shutdown`] to stop it gracefully.
