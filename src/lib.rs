@@ -7,6 +7,7 @@
 //! - [`batch`]: group commit — many callers' items flushed in one statement.
 //! - [`app`]: wiring — connect, migrate, serve the API and run workers, shut down gracefully.
 //! - [`api`]: the HTTP API (poem-openapi), its OpenAPI document and Swagger UI.
+//! - [`attempt`]: how an attempt ends — retry policy, the `error` shape, failed/cancelled/requeued writes.
 //! - [`job`]: the job, its status machine, and a validated request to create one.
 //! - [`kinds`]: the [`Handler`] trait, the [`Registry`] of kinds, and the built-in kinds.
 //! - [`worker`]: the runtime — dispatcher (claims and results in one statement), executor, heartbeats, LISTEN/NOTIFY, maintenance.
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod app;
+pub mod attempt;
 pub mod batch;
 pub mod config;
 pub mod job;

@@ -178,15 +178,14 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> super::Result<Cancelled> {
         "UPDATE jobs SET ",
         "  status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, ",
         "  finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END, ",
-        "  error = CASE WHEN status = 'queued' THEN jsonb_build_object( ",
-        "    'type', 'urn:jobdock:problem:job-cancelled', 'title', 'The job was cancelled', ",
-        "    'detail', 'cancelled before it started') ELSE error END, ",
+        "  error = CASE WHEN status = 'queued' THEN $2::jsonb ELSE error END, ",
         "  cancel_requested = true, updated_at = now() ",
         "WHERE id = $1 AND status IN ('queued', 'running') ",
         "RETURNING ",
         job_columns!()
     ))
     .bind(id)
+    .bind(crate::attempt::cancelled_before_start())
     .fetch_optional(pool)
     .await?;
     match updated {

@@ -276,14 +276,16 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion]) -> super::
 }
 
 /// Ends an attempt that failed. A retryable failure with attempts left goes back to `queued`, due after
-/// `retry_in`; a job that was asked to stop ends `cancelled`; anything else ends `failed`. The error is kept
-/// on the job either way, so the status monitor shows each attempt's error.
+/// `retry_in`; a job that was asked to stop ends `cancelled` (with `cancelled_error`); anything else ends
+/// `failed`. The error is kept on the job either way, so the status monitor shows each attempt's error.
+/// The policy (delays, error shapes) is `crate::attempt`'s.
 ///
 /// Returns the status the job moved to, or `None` when the lease was no longer held.
 pub async fn fail_attempt(
     pool: &PgPool,
     lease: Lease,
     error: &Value,
+    cancelled_error: &Value,
     retryable: bool,
     retry_in: Duration,
 ) -> super::Result<Option<JobStatus>> {
@@ -293,7 +295,8 @@ pub async fn fail_attempt(
                            WHEN $4 AND attempt < max_attempts THEN 'queued' \
                            ELSE 'failed' END AS next \
            FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE) \
-         UPDATE jobs j SET status = cur.next, error = $3, updated_at = now(), \
+         UPDATE jobs j SET status = cur.next, updated_at = now(), \
+           error = CASE WHEN cur.next = 'cancelled' THEN $6 ELSE $3 END, \
            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
            run_at = CASE WHEN cur.next = 'queued' THEN now() + make_interval(secs => $5) ELSE j.run_at END, \
            finished_at = CASE WHEN cur.next = 'queued' THEN NULL ELSE now() END \
@@ -305,6 +308,7 @@ pub async fn fail_attempt(
     .bind(error)
     .bind(retryable)
     .bind(retry_in.as_secs_f64())
+    .bind(cancelled_error)
     .fetch_optional(pool)
     .await?;
     Ok(moved)

@@ -12,6 +12,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::attempt;
 use crate::job::JobStatus;
 
 /// A job the rescuer moved, and where to.
@@ -21,8 +22,10 @@ pub struct Rescued {
     pub status: JobStatus,
 }
 
-/// Returns up to `limit` running jobs whose lease expired (their worker died or stalled) to `queued`, or to
-/// `failed` when their attempts are spent, or to `cancelled` when they were asked to stop. Wakes idle
+/// Returns up to `limit` running jobs whose lease expired (their worker died or stalled, or, for external
+/// workers, whose lease ran into the job's `timeout_secs`) to `queued`, or to `failed` when their attempts
+/// are spent, or to `cancelled` when they were asked to stop. The error says which: a lost lease, or a
+/// timeout when the attempt has run past `timeout_secs`. Wakes idle
 /// workers when any job was requeued.
 pub async fn rescue_expired(pool: &PgPool, limit: i64) -> super::Result<Vec<Rescued>> {
     let rescued: Vec<Rescued> = sqlx::query_as(
@@ -38,18 +41,21 @@ pub async fn rescue_expired(pool: &PgPool, limit: i64) -> super::Result<Vec<Resc
              finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts THEN now() END, \
              run_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts THEN j.run_at \
                            ELSE now() END, \
-             error = jsonb_build_object( \
-               'type', 'urn:jobdock:problem:lease-expired', \
-               'title', 'The worker running this job stopped responding', \
-               'detail', format('attempt %s of %s lost its lease (the worker crashed, was killed or stalled)', \
-                                j.attempt, j.max_attempts), \
-               'attempt', j.attempt, \
-               'retryable', NOT (j.cancel_requested OR j.attempt >= j.max_attempts)) \
+             error = CASE WHEN j.started_at + make_interval(secs => j.timeout_secs) <= now() \
+                 THEN $4::jsonb || jsonb_build_object('detail', format($5, j.attempt, j.timeout_secs)) \
+                 ELSE $2::jsonb || jsonb_build_object('detail', format($3, j.attempt, j.max_attempts)) \
+               END || jsonb_build_object( \
+                 'attempt', j.attempt, \
+                 'retryable', NOT (j.cancel_requested OR j.attempt >= j.max_attempts)) \
            WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM expired)) \
            RETURNING j.id, j.status) \
          SELECT id, status FROM rescued",
     )
     .bind(limit)
+    .bind(attempt::lease_expired())
+    .bind(attempt::LEASE_EXPIRED_DETAIL)
+    .bind(attempt::timed_out_template())
+    .bind(attempt::TIMED_OUT_DETAIL)
     .fetch_all(pool)
     .await?;
     if rescued.iter().any(|r| r.status == JobStatus::Queued) {

@@ -5,20 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::handoff::Finished;
 use super::running::StopReason;
 use super::Shared;
+use crate::attempt::{self, Failure};
 use crate::kinds::{JobContext, JobError, Output};
 use crate::store::leases::{self, ClaimedJob, Completion, Lease};
 
 /// The longest wait between attempts to write an outcome while the database is unreachable.
 const MAX_WRITE_RETRY_DELAY: Duration = Duration::from_secs(5);
-/// Retry delays grow as `base * 2^(attempt - 1)`, times a jitter in [0.5, 1.5), up to this.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 
 /// How an attempt ended, before it is written.
 #[derive(Debug)]
@@ -87,12 +85,7 @@ async fn run_handler(
     let Some(handler) = shared.registry.get(&job.kind).cloned() else {
         // Claims only ask for registered kinds, so this is a bug, not a client error.
         return Outcome::Failed {
-            error: problem(
-                "job-failed",
-                "The job failed",
-                &format!("no handler for kind `{}`", job.kind),
-                job,
-            ),
+            error: attempt::failed(&format!("no handler for kind `{}`", job.kind), job.attempt),
             retryable: false,
         };
     };
@@ -109,11 +102,9 @@ async fn run_handler(
         Ok(payload) => payload,
         Err(err) => {
             return Outcome::Failed {
-                error: problem(
-                    "job-failed",
-                    "The job failed",
+                error: attempt::failed(
                     &format!("its stored payload cannot be read back: {err}"),
-                    job,
+                    job.attempt,
                 ),
                 retryable: false,
             }
@@ -124,11 +115,11 @@ async fn run_handler(
         Ok(Ok(Ok(output))) => Outcome::Succeeded(output),
         Ok(Ok(Err(JobError::Cancelled))) => Outcome::Cancelled,
         Ok(Ok(Err(JobError::Retryable(message)))) => Outcome::Failed {
-            error: problem("job-failed", "The job failed", &message, job),
+            error: attempt::failed(&message, job.attempt),
             retryable: true,
         },
         Ok(Ok(Err(JobError::Permanent(message)))) => Outcome::Failed {
-            error: problem("job-failed", "The job failed", &message, job),
+            error: attempt::failed(&message, job.attempt),
             retryable: false,
         },
         Ok(Err(panic)) => {
@@ -139,39 +130,15 @@ async fn run_handler(
                 .unwrap_or_else(|| "unknown panic".to_owned());
             tracing::error!(job = %job.id, kind = %job.kind, %message, "handler panicked");
             Outcome::Failed {
-                error: problem(
-                    "job-failed",
-                    "The job failed",
-                    &format!("the handler panicked: {message}"),
-                    job,
-                ),
+                error: attempt::failed(&format!("the handler panicked: {message}"), job.attempt),
                 retryable: true,
             }
         }
         Err(_elapsed) => Outcome::Failed {
-            error: problem(
-                "job-timed-out",
-                "The job ran out of time",
-                &format!(
-                    "attempt {} ran longer than timeout_secs ({} s)",
-                    job.attempt, job.timeout_secs
-                ),
-                job,
-            ),
+            error: attempt::timed_out(job.attempt, job.timeout_secs),
             retryable: true,
         },
     }
-}
-
-/// A problem-details object for the job's `error`.
-fn problem(slug: &str, title: &str, detail: &str, job: &ClaimedJob) -> Value {
-    json!({
-        "type": format!("urn:jobdock:problem:{slug}"),
-        "title": title,
-        // jsonb rejects NUL, and a handler's message may hold one.
-        "detail": detail.replace('\0', "\u{FFFD}"),
-        "attempt": job.attempt,
-    })
 }
 
 /// Writes the outcome, retrying until the database answers, however long an outage lasts. Retrying is
@@ -236,26 +203,22 @@ async fn try_write(
             }
         }
         Outcome::Failed { error, retryable } => {
-            let delay = retry_delay(shared.config.retry_base, job.attempt);
-            let moved = leases::fail_attempt(pool, lease, error, *retryable, delay)
-                .await
-                .map_err(WriteFailed::from)?;
-            if moved == Some(crate::job::JobStatus::Queued) {
-                tracing::info!(job = %job.id, attempt = job.attempt, retry_in = ?delay, "attempt failed; retrying");
-            }
+            let failure = Failure {
+                retryable: *retryable,
+                retry_after: None,
+            };
+            let moved = attempt::fail(
+                pool,
+                lease,
+                job.attempt,
+                error,
+                failure,
+                shared.config.retry_base,
+            )
+            .await?;
             Ok(moved.is_some())
         }
-        Outcome::Cancelled => {
-            let error = problem(
-                "job-cancelled",
-                "The job was cancelled",
-                "cancelled while running",
-                job,
-            );
-            leases::cancel_running(pool, lease, &error)
-                .await
-                .map_err(WriteFailed::from)
-        }
+        Outcome::Cancelled => Ok(attempt::cancel(pool, lease, job.attempt).await?),
         Outcome::Abandoned(StopReason::Shutdown) => leases::release_many(pool, &[lease])
             .await
             .map(|released| !released.is_empty())
@@ -270,34 +233,5 @@ fn servable_content_type(content_type: &str) -> String {
     match poem::http::HeaderValue::from_str(content_type) {
         Ok(_) if !content_type.trim().is_empty() => content_type.to_owned(),
         _ => "application/octet-stream".to_owned(),
-    }
-}
-
-/// Exponential backoff with jitter: spreads retries of jobs that failed together.
-pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
-    let exponent = u32::try_from(attempt.saturating_sub(1))
-        .unwrap_or(0)
-        .min(30);
-    let raw = base.saturating_mul(2u32.saturating_pow(exponent));
-    let jitter = rand::thread_rng().gen_range(0.5..1.5);
-    raw.mul_f64(jitter).min(MAX_RETRY_DELAY)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delays_double_with_jitter_and_are_capped() {
-        let base = Duration::from_secs(1);
-        for attempt in 1..=5 {
-            let nominal = base * 2u32.pow(attempt as u32 - 1);
-            let delay = retry_delay(base, attempt);
-            assert!(
-                delay >= nominal.mul_f64(0.5) && delay < nominal.mul_f64(1.5),
-                "{delay:?}"
-            );
-        }
-        assert!(retry_delay(base, 60) <= MAX_RETRY_DELAY);
     }
 }

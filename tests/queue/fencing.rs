@@ -54,6 +54,7 @@ async fn a_worker_whose_lease_was_rescued_and_reclaimed_cannot_write_anything() 
             pool,
             lease_a,
             &json!({"detail": "A failed"}),
+            &serde_json::json!({"title": "cancelled"}),
             false,
             Duration::ZERO
         )
@@ -130,9 +131,16 @@ async fn a_worker_whose_lease_was_rescued_and_reclaimed_cannot_write_anything() 
         .expect("complete")
         .is_empty());
     assert_eq!(
-        leases::fail_attempt(pool, lease_b, &json!({}), true, Duration::ZERO)
-            .await
-            .expect("fail"),
+        leases::fail_attempt(
+            pool,
+            lease_b,
+            &json!({}),
+            &serde_json::json!({"title": "cancelled"}),
+            true,
+            Duration::ZERO
+        )
+        .await
+        .expect("fail"),
         None
     );
     assert_eq!(status(pool, id).await, JobStatus::Succeeded);

@@ -60,9 +60,16 @@ async fn pruning_deletes_only_finished_jobs_past_retention_with_their_results_in
 
     let old_failed = insert_one(pool, new_job("flop")).await;
     let lease = lease_of(&claim_one(pool, "flop", LEASE).await);
-    leases::fail_attempt(pool, lease, &json!({"detail": "no"}), false, Duration::ZERO)
-        .await
-        .expect("fail");
+    leases::fail_attempt(
+        pool,
+        lease,
+        &json!({"detail": "no"}),
+        &serde_json::json!({"title": "cancelled"}),
+        false,
+        Duration::ZERO,
+    )
+    .await
+    .expect("fail");
     let old_cancelled = insert_one(pool, new_job("idle")).await;
     assert!(matches!(
         jobs::cancel(pool, old_cancelled).await.expect("cancel"),

@@ -159,6 +159,7 @@ async fn fail_attempt_requeues_with_the_given_delay_only_while_attempts_remain()
         pool,
         lease,
         &json!({"detail": "one"}),
+        &serde_json::json!({"title": "cancelled"}),
         true,
         Duration::from_secs(120),
     )
@@ -179,6 +180,7 @@ async fn fail_attempt_requeues_with_the_given_delay_only_while_attempts_remain()
         pool,
         lease,
         &json!({"detail": "two"}),
+        &serde_json::json!({"title": "cancelled"}),
         true,
         Duration::from_secs(120),
     )

@@ -56,9 +56,16 @@ async fn cancel_racing_completion_ends_succeeded_once_and_nothing_changes_it_lat
             .await
             .expect("cancel_running"));
         assert_eq!(
-            leases::fail_attempt(pool, lease, &json!({}), true, Duration::ZERO)
-                .await
-                .expect("fail"),
+            leases::fail_attempt(
+                pool,
+                lease,
+                &json!({}),
+                &serde_json::json!({"title": "cancelled"}),
+                true,
+                Duration::ZERO
+            )
+            .await
+            .expect("fail"),
             None
         );
         let after = get(pool, id).await;
@@ -186,6 +193,7 @@ async fn terminal_jobs_are_never_claimed_rescued_or_released() {
         pool,
         lease_f,
         &json!({"detail": "no"}),
+        &serde_json::json!({"title": "cancelled"}),
         false,
         Duration::ZERO,
     )
@@ -224,9 +232,10 @@ async fn cancel_racing_a_retryable_failure_or_a_release_always_ends_cancelled() 
         // Either way the job would go back to the queue; a cancel that lands at any point must win.
         let (cancelled, requeued) = if iteration % 2 == 0 {
             let error = json!({"detail": "flaky"});
+            let cancelled_error = json!({"title": "cancelled"});
             let (cancelled, moved) = tokio::join!(
                 jobs::cancel(pool, id),
-                leases::fail_attempt(pool, lease, &error, true, Duration::ZERO)
+                leases::fail_attempt(pool, lease, &error, &cancelled_error, true, Duration::ZERO)
             );
             (cancelled, moved.expect("fail").is_some())
         } else {
