@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::kinds::Registry;
+use crate::maintenance::{Maintenance, MaintenanceConfig};
 use crate::store;
 use crate::worker::{WorkerConfig, WorkerPool};
 
@@ -81,6 +82,10 @@ impl Application {
                 stop.cancel();
             }
         });
+        let maintenance = Maintenance::start(
+            self.pool.clone(),
+            MaintenanceConfig::from_settings(&self.settings),
+        );
         let workers = WorkerPool::start(
             self.pool.clone(),
             self.registry.clone(),
@@ -109,6 +114,7 @@ impl Application {
             workers.shutdown(grace).await;
         };
         let (served, ()) = tokio::join!(http, work);
+        maintenance.stop().await;
         self.pool.close().await;
         tracing::info!("jobdock stopped");
         served.context("the HTTP server failed")
@@ -123,6 +129,7 @@ pub async fn run_workers(
 ) -> anyhow::Result<()> {
     let pool = store::db::connect(&settings.database_url, settings.max_connections).await?;
     store::db::migrate(&pool).await?;
+    let maintenance = Maintenance::start(pool.clone(), MaintenanceConfig::from_settings(&settings));
     let workers = WorkerPool::start(
         pool.clone(),
         registry,
@@ -132,6 +139,7 @@ pub async fn run_workers(
     shutdown.await;
     tracing::info!("shutting down: no new jobs are claimed");
     workers.shutdown(settings.shutdown_grace).await;
+    maintenance.stop().await;
     pool.close().await;
     tracing::info!("jobdock worker stopped");
     Ok(())

@@ -10,7 +10,8 @@
 //! - [`attempt`]: how an attempt ends — retry policy, the `error` shape, failed/cancelled/requeued writes.
 //! - [`job`]: the job, its status machine, and a validated request to create one.
 //! - [`kinds`]: the [`Handler`] trait, the [`Registry`] of kinds, and the built-in kinds.
-//! - [`worker`]: the runtime — dispatcher (claims and results in one statement), executor, heartbeats, LISTEN/NOTIFY, maintenance.
+//! - [`worker`]: the runtime — dispatcher (claims and results in one statement), executor, heartbeats, LISTEN/NOTIFY.
+//! - [`maintenance`]: rescue of expired leases, pruning, statistics: a service on every replica.
 //! - [`store`]: all SQL.
 //!
 //! To embed jobdock with kinds of your own, implement [`Handler`], add it to [`Registry::builtin`] and pass
@@ -23,6 +24,7 @@ pub mod batch;
 pub mod config;
 pub mod job;
 pub mod kinds;
+pub mod maintenance;
 pub mod store;
 pub mod worker;
 

@@ -266,7 +266,6 @@ fn worker_config(slots: usize) -> WorkerConfig {
         lease: Duration::from_secs(30),
         poll_interval: Duration::from_secs(1),
         retry_base: Duration::from_secs(1),
-        retention: Duration::from_secs(7 * 86_400),
         worker_id: "jobdock-bench".to_owned(),
     }
 }

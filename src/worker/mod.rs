@@ -8,7 +8,6 @@
 //! - [`heartbeat`]: extends every running job's lease in one statement, and notices cancellations and lost
 //!   leases.
 //! - [`listener`]: LISTEN/NOTIFY, which wakes the dispatcher and reaches cancelled jobs at once.
-//! - [`maintenance`]: the rescuer (expired leases) and the pruner (retention).
 //! - [`running`]: the jobs this process is running.
 
 mod dispatch;
@@ -16,7 +15,6 @@ pub mod executor;
 mod handoff;
 mod heartbeat;
 mod listener;
-pub mod maintenance;
 pub mod running;
 
 use std::sync::Arc;
@@ -39,7 +37,6 @@ pub struct WorkerConfig {
     pub lease: Duration,
     pub poll_interval: Duration,
     pub retry_base: Duration,
-    pub retention: Duration,
     /// Written on claimed jobs, to tell in the database which process runs what.
     pub worker_id: String,
 }
@@ -51,7 +48,6 @@ impl WorkerConfig {
             lease: settings.lease,
             poll_interval: settings.poll_interval,
             retry_base: settings.retry_base,
-            retention: settings.retention,
             worker_id: format!(
                 "{}:{}:{}",
                 hostname(),
@@ -93,8 +89,8 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts the dispatcher (it claims only when `config.slots > 0`), heartbeats, the listener and
-    /// maintenance.
+    /// Starts the dispatcher (it claims only when `config.slots > 0`), heartbeats and the listener.
+    /// Maintenance is a service of its own ([`crate::maintenance`]).
     pub fn start(pool: PgPool, registry: Registry, config: WorkerConfig) -> WorkerPool {
         // Each running job hands in at most one result at a time.
         let (finished, results) = mpsc::channel(config.slots.max(1));
@@ -112,7 +108,6 @@ impl WorkerPool {
         let mut background = JoinSet::new();
         background.spawn(heartbeat::run(shared.clone(), stop_background.clone()));
         background.spawn(listener::run(shared.clone(), stop_background.clone()));
-        background.spawn(maintenance::run(shared.clone(), stop_background.clone()));
         let stop = dispatch::Stop {
             claiming: stop_claiming.clone(),
             now: stop_now.clone(),

@@ -8,5 +8,6 @@ mod docs;
 mod health;
 mod kinds;
 mod list_batch;
+mod maintenance;
 mod monitor;
 mod submit;

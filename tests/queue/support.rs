@@ -185,7 +185,6 @@ pub fn config(slots: usize, lease: Duration, retry_base: Duration) -> WorkerConf
         lease,
         poll_interval: Duration::from_millis(50),
         retry_base,
-        retention: Duration::from_secs(7 * 24 * 3600),
         worker_id: format!("queue-test-{}", &Uuid::new_v4().simple().to_string()[..8]),
     }
 }

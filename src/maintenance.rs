@@ -1,13 +1,16 @@
-//! Maintenance, safe on every replica at once: the rescuer returns jobs with expired leases to the queue,
-//! and the pruner deletes finished jobs past the retention period, both in bounded batches; and while
-//! `jobs` grows fast, its planner statistics are refreshed so cached query plans keep up with its size.
+//! Maintenance: a service of its own, started by `app` on every replica (also one that runs no
+//! in-process workers, since external workers' leases need rescuing too) and safe on all of them at once.
+//! The rescuer returns jobs with expired leases to the queue, and the pruner deletes finished jobs past
+//! the retention period, both in bounded batches; and while `jobs` grows fast, its planner statistics are
+//! refreshed so cached query plans keep up with its size.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use crate::config::Settings;
 use crate::store::maintenance;
 
 /// Rows one rescue or prune statement touches at most, so no statement holds many locks for long.
@@ -26,7 +29,52 @@ fn rescue_every(lease: Duration) -> Duration {
 /// How often the size of `jobs` is compared with what the planner's statistics say.
 const STATISTICS_EVERY: Duration = Duration::from_secs(1);
 
-pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+/// What maintenance needs to know; see the flags of the same names.
+#[derive(Debug, Clone)]
+pub struct MaintenanceConfig {
+    pub lease: Duration,
+    pub retention: Duration,
+}
+
+impl MaintenanceConfig {
+    pub fn from_settings(settings: &Settings) -> Self {
+        MaintenanceConfig {
+            lease: settings.lease,
+            retention: settings.retention,
+        }
+    }
+}
+
+/// The running maintenance service. Call [`Maintenance::stop`] to end it.
+pub struct Maintenance {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Maintenance {
+    /// Starts the rescuer, the pruner and the statistics check on `pool`.
+    pub fn start(pool: PgPool, config: MaintenanceConfig) -> Maintenance {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(pool, config, stop.clone()));
+        Maintenance { stop, task }
+    }
+
+    /// Stops after the statement in progress, if any.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Err(err) = self.task.await {
+            tracing::error!(error = %err, "maintenance ended abnormally");
+        }
+    }
+}
+
+struct Shared {
+    pool: PgPool,
+    config: MaintenanceConfig,
+}
+
+async fn run(pool: PgPool, config: MaintenanceConfig, stop: CancellationToken) {
+    let shared = Shared { pool, config };
     let mut rescue = tokio::time::interval(rescue_every(shared.config.lease));
     let mut prune = tokio::time::interval(prune_every(shared.config.retention));
     let mut statistics = tokio::time::interval(STATISTICS_EVERY);
