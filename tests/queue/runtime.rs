@@ -306,11 +306,19 @@ async fn a_dead_workers_job_is_rescued_and_run_again_by_a_live_pool() {
     let id = insert_one(pool, NewJob::new("echo", json!({"n": 1}))).await;
     // A worker claims it and dies: nobody will heartbeat this lease.
     let dead = claim_one(pool, "echo", Duration::from_millis(200)).await;
-    // A short lease makes the live pool's rescuer run every 0.5 s.
+    // A live pool, and maintenance beside it as `app` runs it; a short lease makes the rescuer run every
+    // 0.5 s.
     let workers = WorkerPool::start(
         pool.clone(),
         Registry::builtin(),
         config(2, Duration::from_secs(1), Duration::from_millis(10)),
+    );
+    let maintenance = jobdock::maintenance::Maintenance::start(
+        pool.clone(),
+        jobdock::maintenance::MaintenanceConfig {
+            lease: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 86_400),
+        },
     );
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -332,4 +340,5 @@ async fn a_dead_workers_job_is_rescued_and_run_again_by_a_live_pool() {
     );
     assert_eq!(result_body(pool, id).await, r#"{"n":1}"#);
     workers.shutdown(Duration::from_secs(1)).await;
+    maintenance.stop().await;
 }
