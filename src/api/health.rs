@@ -1,12 +1,19 @@
 //! Liveness and readiness, for load balancers and orchestrators.
 
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::problem::Problem;
-use super::types::Health;
 use super::{ApiState, ApiTags};
 use crate::store;
+
+/// Liveness and readiness.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Health")]
+pub struct Health {
+    /// `ok` (process alive) or `ready` (database reachable and migrated).
+    pub status: String,
+}
 
 pub struct HealthApi {
     pub state: ApiState,

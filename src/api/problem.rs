@@ -190,18 +190,6 @@ impl Problem {
             }
         }
     }
-
-    /// The problem for a grouped submission that was not stored.
-    pub fn from_group(err: &super::grouping::GroupError) -> Problem {
-        match err {
-            super::grouping::GroupError::Store(err) => Problem::from_db(err),
-            super::grouping::GroupError::Closed => {
-                let mut problem = Problem::unavailable();
-                problem.detail = Some("the server is shutting down; nothing was stored. Retry after the time in Retry-After.".to_owned());
-                problem
-            }
-        }
-    }
 }
 
 /// poem-openapi's messages name internal types (`failed to parse "SubmitJob": ...`); keep what a client can

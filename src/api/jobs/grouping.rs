@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use crate::api::problem::Problem;
 use crate::batch::Batcher;
 use crate::job::{Job, NewJob};
 use crate::store;
@@ -19,6 +20,23 @@ const FLUSHERS: usize = 2;
 
 /// What a waiter gets back: its job, or why it was not stored.
 pub type Inserted = Result<Job, GroupError>;
+
+impl GroupError {
+    /// What the client is told: the store's error, or 503 while shutting down.
+    pub fn problem(&self) -> Problem {
+        match self {
+            GroupError::Store(err) => Problem::from_db(err),
+            GroupError::Closed => {
+                let mut problem = Problem::unavailable();
+                problem.detail = Some(
+                    "the server is shutting down; nothing was stored. Retry after the time in Retry-After."
+                        .to_owned(),
+                );
+                problem
+            }
+        }
+    }
+}
 
 /// Why a grouped submission was not stored.
 #[derive(Debug, Clone, thiserror::Error)]

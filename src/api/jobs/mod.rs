@@ -1,4 +1,14 @@
 //! The jobs API: submit, follow, fetch the result, cancel, delete, list.
+//!
+//! - [`submit`]: validation of submissions against the kinds, idempotency fingerprints.
+//! - [`grouping`]: group commit, so concurrent submissions share one INSERT.
+//! - [`responses`]: what each operation answers.
+//! - [`types`]: request and response schemas.
+
+pub mod grouping;
+pub mod responses;
+pub mod submit;
+pub mod types;
 
 use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
@@ -7,12 +17,12 @@ use poem_openapi::OpenApi;
 use uuid::Uuid;
 
 use super::problem::Problem;
-use super::responses::*;
-use super::submit::{caller_scope, fingerprint, parse_submission, validate_submission};
-use super::types::*;
 use super::{ApiState, ApiTags};
 use crate::job::{Idempotency, Job, JobStatus};
 use crate::store::{self, jobs::Cancelled, jobs::Deleted, jobs::Inserted, results::ResultLookup};
+use responses::*;
+use submit::{caller_scope, fingerprint, parse_submission, validate_submission};
+use types::*;
 
 /// How long clients are told to wait between polls of a job that is due now.
 const POLL_AFTER_SECS: u32 = 1;
@@ -85,7 +95,7 @@ impl JobsApi {
         } else {
             match self.state.groups.insert(job).await {
                 Ok(job) => Ok(Inserted::Created(job)),
-                Err(err) => return Problem::from_group(&err).into(),
+                Err(err) => return err.problem().into(),
             }
         };
         match inserted {

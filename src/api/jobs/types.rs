@@ -243,14 +243,6 @@ pub struct BatchAccepted {
     pub jobs: Vec<JobMonitor>,
 }
 
-/// Liveness and readiness.
-#[derive(Debug, Clone, Object)]
-#[oai(rename = "Health")]
-pub struct Health {
-    /// `ok` (process alive) or `ready` (database reachable and migrated).
-    pub status: String,
-}
-
 /// A stored result, served with the content type the job gave it.
 #[derive(Debug, Clone)]
 pub struct ResultBody {

@@ -8,8 +8,8 @@
 use poem_openapi::payload::Json;
 use poem_openapi::ApiResponse;
 
-use super::problem::{api_response, Problem};
 use super::types::{BatchAccepted, JobList, JobMonitor, ResultBody};
+use crate::api::problem::{api_response, Problem};
 
 api_response! {
     #[derive(ApiResponse)]

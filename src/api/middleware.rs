@@ -1,0 +1,155 @@
+//! What every request passes: the body limit, problem details for errors raised outside the operations
+//! (unknown route, wrong method), and `Cache-Control: no-store` on the API's answers.
+
+use poem::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use poem::http::HeaderValue;
+use poem::{Endpoint, IntoResponse, Request, Response};
+use serde_json::{json, Value};
+
+use super::problem::{self, Problem, PROBLEM_JSON};
+
+/// Every request passes here. Answers 413 for a body over the limit: at once when `Content-Length` says
+/// so, else by reading the body with the limit (chunked uploads). Renders errors from outside the
+/// operations (unknown route, wrong method) as problem details, with `Allow` on a 405. Marks every API
+/// answer `Cache-Control: no-store`: job state changes under the client's feet.
+pub(super) async fn middleware<E: Endpoint>(
+    endpoint: std::sync::Arc<E>,
+    mut request: Request,
+    max: usize,
+    methods: std::sync::Arc<AllowedMethods>,
+) -> poem::Result<Response> {
+    let path = request.uri().path().to_owned();
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let mut response = match declared {
+        Some(length) if length > max as u64 => problem_response(Problem::payload_too_large(max)),
+        _ => match read_body_within(&mut request, max, declared.is_some()).await {
+            Err(too_large) => too_large,
+            Ok(()) => match endpoint.call(request).await {
+                Ok(response) => response.into_response(),
+                Err(err) => {
+                    let mut response = problem_response(Problem::from_extractor_error(&err, false));
+                    if err.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+                        if let Some(allow) = methods.for_path(&path) {
+                            response
+                                .headers_mut()
+                                .insert(poem::http::header::ALLOW, allow);
+                        }
+                    }
+                    response
+                }
+            },
+        },
+    };
+    if path.starts_with("/v1/") && !response.headers().contains_key(CACHE_CONTROL) {
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(response)
+}
+
+/// Reads a body without `Content-Length` (chunked) into memory with the limit; `Err` is the 413 answer.
+async fn read_body_within(
+    request: &mut Request,
+    max: usize,
+    has_length: bool,
+) -> Result<(), Response> {
+    if has_length {
+        return Ok(());
+    }
+    let body = request.take_body();
+    if body.is_empty() {
+        return Ok(());
+    }
+    match body.into_bytes_limit(max).await {
+        Ok(bytes) => {
+            request.set_body(bytes);
+            Ok(())
+        }
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+            Err(problem_response(Problem::payload_too_large(max)))
+        }
+        Err(err) => Err(problem_response(Problem::bad_request(format!(
+            "the request body could not be read: {err}"
+        )))),
+    }
+}
+
+/// The methods each documented path allows, for the `Allow` header of a 405.
+pub(super) struct AllowedMethods {
+    paths: Vec<(Vec<String>, HeaderValue)>,
+}
+
+impl AllowedMethods {
+    pub(super) fn of(document_json: &str) -> AllowedMethods {
+        let document: Value = serde_json::from_str(document_json).unwrap_or(Value::Null);
+        let mut paths = Vec::new();
+        for (path, item) in document["paths"].as_object().into_iter().flatten() {
+            let mut methods: Vec<String> = item
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(method, _)| method.to_ascii_uppercase())
+                .collect();
+            if methods.iter().any(|m| m == "GET") {
+                methods.push("HEAD".to_owned());
+            }
+            methods.sort();
+            if let Ok(allow) = HeaderValue::from_str(&methods.join(", ")) {
+                paths.push((segments(path), allow));
+            }
+        }
+        AllowedMethods { paths }
+    }
+
+    /// The `Allow` value for a request path: template segments (`{id}`) match any one segment.
+    fn for_path(&self, path: &str) -> Option<HeaderValue> {
+        let wanted = segments(path);
+        let is_parameter = |segment: &String| segment.starts_with('{');
+        self.paths
+            .iter()
+            .filter(|(template, _)| {
+                template.len() == wanted.len()
+                    && template
+                        .iter()
+                        .zip(&wanted)
+                        .all(|(t, w)| is_parameter(t) || t == w)
+            })
+            // `/v1/jobs/batch` is a better match for itself than `/v1/jobs/{id}`.
+            .min_by_key(|(template, _)| template.iter().filter(|t| is_parameter(t)).count())
+            .map(|(_, allow)| allow.clone())
+    }
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.trim_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(super) fn problem_response(problem: Problem) -> Response {
+    let status = problem.status_code();
+    let body = serde_json::to_vec(&json!({
+        "type": problem.ty,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+    }))
+    .unwrap_or_default();
+    let mut response = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, PROBLEM_JSON)
+        .body(body);
+    if status == poem::http::StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            poem::http::header::RETRY_AFTER,
+            HeaderValue::from(problem::UNAVAILABLE_RETRY_AFTER_SECS),
+        );
+    }
+    response
+}
