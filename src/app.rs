@@ -33,6 +33,9 @@ impl Application {
     /// When PostgreSQL is unreachable, migrations fail, or the address cannot be bound; the message says
     /// which, and what to do.
     pub async fn build(settings: Settings, registry: Registry) -> anyhow::Result<Application> {
+        let registry = registry
+            .with_configured(settings.kinds.clone())
+            .map_err(anyhow::Error::msg)?;
         // Bind first: a busy port is reported before anything is done to the database.
         let acceptor = TcpListener::bind(settings.listen)
             .into_acceptor()
@@ -127,6 +130,9 @@ pub async fn run_workers(
     registry: Registry,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let registry = registry
+        .with_configured(settings.kinds.clone())
+        .map_err(anyhow::Error::msg)?;
     let pool = store::db::connect(&settings.database_url, settings.max_connections).await?;
     store::db::migrate(&pool).await?;
     let maintenance = Maintenance::start(pool.clone(), MaintenanceConfig::from_settings(&settings));

@@ -1,6 +1,7 @@
 //! The HTTP API: the OpenAPI service, its document, Swagger UI, and the middleware every request passes.
 //!
 //! - [`jobs`]: the job operations (submit, status monitor, result, cancel, delete, list, batch).
+//! - [`kinds`]: the kinds this deployment accepts (`GET /v1/kinds`).
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`problem`]: the problem-details error shape, used by every error answer.
 //! - [`document`]: the OpenAPI document as served and committed.
@@ -9,6 +10,7 @@
 pub mod document;
 pub mod health;
 pub mod jobs;
+pub mod kinds;
 mod middleware;
 pub mod problem;
 
@@ -45,6 +47,8 @@ impl ApiState {
 pub enum ApiTags {
     /// Submit long-running work, follow it, fetch its result.
     Jobs,
+    /// The kinds of job this deployment accepts.
+    Kinds,
     /// Liveness and readiness probes.
     Health,
 }
@@ -56,12 +60,15 @@ and `Retry-After`. Poll the status monitor: **200** while the job is queued or r
 result once it has succeeded. Then `GET` the result. Every error is `application/problem+json` \
 (RFC 9457).";
 
-pub(crate) type Service = OpenApiService<(jobs::JobsApi, health::HealthApi), ()>;
+pub(crate) type Service = OpenApiService<(jobs::JobsApi, kinds::KindsApi, health::HealthApi), ()>;
 
 pub(crate) fn service(state: ApiState) -> Service {
     OpenApiService::new(
         (
             jobs::JobsApi {
+                state: state.clone(),
+            },
+            kinds::KindsApi {
                 state: state.clone(),
             },
             health::HealthApi { state },

@@ -35,6 +35,28 @@ pub struct Problem {
     /// For a rejected batch: the position (from 0) of the first invalid job.
     #[oai(skip_serializing_if_is_none)]
     pub index: Option<u32>,
+    /// For a payload its kind's schema refused: every violation, where and what.
+    #[oai(skip_serializing_if_is_none)]
+    pub errors: Option<Vec<PayloadError>>,
+}
+
+/// One way a payload breaks its kind's schema.
+#[derive(Debug, Clone, PartialEq, Object)]
+#[oai(rename = "PayloadError")]
+pub struct PayloadError {
+    /// Where in the payload, as a JSON Pointer (`""` is the payload itself; a missing required property
+    /// is reported at its parent and named in `message`).
+    pub pointer: String,
+    pub message: String,
+}
+
+impl From<crate::kinds::schema::SchemaViolation> for PayloadError {
+    fn from(violation: crate::kinds::schema::SchemaViolation) -> Self {
+        PayloadError {
+            pointer: violation.pointer,
+            message: violation.message,
+        }
+    }
 }
 
 impl Problem {
@@ -46,6 +68,7 @@ impl Problem {
             detail: Some(detail.into()),
             job_status: None,
             index: None,
+            errors: None,
         }
     }
 

@@ -3,13 +3,16 @@
 //!
 //! A kind validates its payload before a job is accepted (an invalid one is answered 400 and nothing is
 //! stored), then runs on a worker. Built in: [`echo`], [`sleep`] and [`fail`], for trying jobdock out.
+//! Configured kinds (declared in `jobdock.toml`) are validated against their [`schema`] and run by
+//! external workers over HTTP; the [`Registry`] knows both.
 
 pub mod echo;
 pub mod fail;
+mod registry;
+pub mod schema;
 pub mod sleep;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+pub use registry::{HandlerType, KindSpec, Lookup, Registry};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -168,49 +171,6 @@ impl JobContext {
             }
             Err(err) => tracing::warn!(job = %self.id, error = %err, "progress not recorded"),
         }
-    }
-}
-
-/// The kinds a process knows, by name.
-#[derive(Clone, Default)]
-pub struct Registry {
-    handlers: BTreeMap<String, Arc<dyn Handler>>,
-}
-
-impl std::fmt::Debug for Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.handlers.keys()).finish()
-    }
-}
-
-impl Registry {
-    /// No kinds at all.
-    pub fn empty() -> Self {
-        Registry::default()
-    }
-
-    /// The built-in kinds: `echo`, `sleep` and `fail`.
-    pub fn builtin() -> Self {
-        Registry::empty()
-            .with(echo::Echo)
-            .with(sleep::Sleep)
-            .with(fail::Fail)
-    }
-
-    /// Adds a kind, replacing any of the same name.
-    pub fn with(mut self, handler: impl Handler) -> Self {
-        self.handlers
-            .insert(handler.kind().to_owned(), Arc::new(handler));
-        self
-    }
-
-    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Handler>> {
-        self.handlers.get(kind)
-    }
-
-    /// The kind names, sorted.
-    pub fn kinds(&self) -> Vec<String> {
-        self.handlers.keys().cloned().collect()
     }
 }
 

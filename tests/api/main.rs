@@ -4,6 +4,7 @@
 mod common;
 
 mod cancel_delete;
+mod configured;
 mod docs;
 mod health;
 mod kinds;

@@ -431,11 +431,13 @@ async fn a_stored_payload_that_cannot_be_read_back_fails_only_its_own_job() {
     let app = spawn_app().await;
     // As if written by an older version or by hand: jsonb accepts it, serde_json cannot parse it back.
     let poisoned = uuid::Uuid::now_v7();
-    sqlx::query("INSERT INTO jobs (id, kind, payload, max_attempts) VALUES ($1, 'echo', '1.7976931348623157e308', 1)")
-        .bind(poisoned)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, payload, max_attempts) VALUES ($1, 'echo', '1e400', 1)",
+    )
+    .bind(poisoned)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let monitor = app.wait_for_status(poisoned, "failed").await;
     assert!(
         monitor["error"]["detail"]

@@ -6,6 +6,7 @@
 mod common;
 
 mod cluster;
+mod config;
 mod support;
 
 mod crash;

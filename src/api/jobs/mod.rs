@@ -21,7 +21,7 @@ use super::{ApiState, ApiTags};
 use crate::job::{Idempotency, Job, JobStatus};
 use crate::store::{self, jobs::Cancelled, jobs::Deleted, jobs::Inserted, results::ResultLookup};
 use responses::*;
-use submit::{caller_scope, fingerprint, parse_submission, validate_submission};
+use submit::{caller_scope, fingerprint, parse_submission, validate_submission, Rejection};
 use types::*;
 
 /// How long clients are told to wait between polls of a job that is due now.
@@ -74,11 +74,11 @@ impl JobsApi {
             Ok(submit) => submit,
             Err(detail) => return Problem::bad_request(detail).into(),
         };
-        let fingerprint = idempotency_key.0.as_ref().map(|_| fingerprint(&submit));
         let mut job = match validate_submission(&self.state.registry, submit) {
             Ok(job) => job,
-            Err(detail) => return Problem::bad_request(detail).into(),
+            Err(rejection) => return rejection.problem().into(),
         };
+        let fingerprint = idempotency_key.0.as_ref().map(|_| fingerprint(&job));
         if let (Some(key), Some(fingerprint)) = (idempotency_key.0, fingerprint) {
             if key.contains('\0') {
                 return Problem::bad_request("Idempotency-Key must not contain NUL characters")
@@ -128,15 +128,13 @@ impl JobsApi {
         let mut jobs = Vec::with_capacity(body.0.jobs.len());
         for (index, item) in body.0.jobs.into_iter().enumerate() {
             let parsed = parse_submission(item.0)
-                .map_err(|detail| format!("jobs[{index}] is invalid: {detail}"))
-                .and_then(|submit| {
-                    validate_submission(&self.state.registry, submit)
-                        .map_err(|detail| format!("jobs[{index}] is invalid: {detail}"))
-                });
+                .map_err(Rejection::from)
+                .and_then(|submit| validate_submission(&self.state.registry, submit));
             match parsed {
                 Ok(job) => jobs.push(job),
-                Err(detail) => {
-                    let mut problem = Problem::bad_request(detail);
+                Err(mut rejection) => {
+                    rejection.detail = format!("jobs[{index}] is invalid: {}", rejection.detail);
+                    let mut problem = rejection.problem();
                     problem.index = u32::try_from(index).ok();
                     return problem.into();
                 }

@@ -7,8 +7,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::types::SubmitJob;
+use crate::api::problem::Problem;
 use crate::job::NewJob;
-use crate::kinds::Registry;
+use crate::kinds::schema::SchemaViolation;
+use crate::kinds::{Lookup, Registry};
 
 /// The fields of [`SubmitJob`], for naming unknown ones.
 const FIELDS: [&str; 7] = [
@@ -77,39 +79,109 @@ fn without_type_context(message: &str) -> String {
     }
 }
 
-/// Validates a submission against the kinds this server knows. `Err` is a message for a 400.
-pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<NewJob, String> {
-    let Some(handler) = registry.get(&submit.kind) else {
+/// Why a submission was refused: a message for the 400, and, when a payload schema refused it, every
+/// violation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub detail: String,
+    pub errors: Vec<SchemaViolation>,
+}
+
+impl From<String> for Rejection {
+    fn from(detail: String) -> Self {
+        Rejection {
+            detail,
+            errors: Vec::new(),
+        }
+    }
+}
+
+impl Rejection {
+    /// The 400 problem, with `errors` when there are any.
+    pub fn problem(self) -> Problem {
+        let mut problem = Problem::bad_request(self.detail);
+        if !self.errors.is_empty() {
+            problem.errors = Some(self.errors.into_iter().map(Into::into).collect());
+        }
+        problem
+    }
+}
+
+/// Validates a submission against the kinds this server knows and fills in what it left out (the kind's
+/// defaults, then jobdock's).
+pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<NewJob, Rejection> {
+    let Some(kind) = registry.lookup(&submit.kind) else {
         return Err(format!(
-            "unknown kind `{}`; this server runs: {}",
+            "unknown kind `{}`; this server accepts: {}",
             submit.kind,
-            registry.kinds().join(", ")
-        ));
+            registry.accepted().join(", ")
+        )
+        .into());
     };
     let payload = match submit.payload {
-        Value::Null => Value::Object(Default::default()),
-        payload => payload,
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(payload) => payload,
     };
     if contains_nul(&payload) {
         return Err(
             "`payload` must not contain NUL characters (\\u0000): PostgreSQL cannot store them"
-                .to_owned(),
+                .to_owned()
+                .into(),
         );
     }
     if let Some(number) = unstorable_number(&payload) {
         return Err(format!(
             "`payload` holds the number {number:e}, which cannot be stored and read back exactly; keep numbers \
              between 1e-300 and 1e300 in magnitude (or send them as strings)"
-        ));
+        )
+        .into());
     }
-    handler.validate(&payload)?;
+    let defaults = match kind {
+        Lookup::InProcess(handler) => {
+            handler.validate(&payload)?;
+            None
+        }
+        Lookup::Configured(spec) => {
+            if let Some(schema) = &spec.payload_schema {
+                let errors = schema.violations(&payload);
+                if let Some(first) = errors.first() {
+                    let more = match errors.len() {
+                        1 => String::new(),
+                        n => format!(" (and {} more; see `errors`)", n - 1),
+                    };
+                    let at = if first.pointer.is_empty() {
+                        "the payload".to_owned()
+                    } else {
+                        format!("`{}`", first.pointer)
+                    };
+                    return Err(Rejection {
+                        detail: format!(
+                            "the payload does not match the schema of kind `{}`: at {at}: {}{more}",
+                            spec.name, first.message
+                        ),
+                        errors,
+                    });
+                }
+            }
+            Some(spec)
+        }
+    };
     Ok(NewJob {
         payload,
-        queue: submit.queue,
-        priority: submit.priority,
+        queue: submit
+            .queue
+            .or_else(|| defaults.and_then(|spec| spec.queue.clone()))
+            .unwrap_or_else(|| crate::job::DEFAULT_QUEUE.to_owned()),
+        priority: submit.priority.unwrap_or(0),
         run_at: submit.run_at,
-        max_attempts: submit.max_attempts,
-        timeout_secs: submit.timeout_secs,
+        max_attempts: submit
+            .max_attempts
+            .or_else(|| defaults.and_then(|spec| spec.max_attempts))
+            .unwrap_or(crate::job::DEFAULT_MAX_ATTEMPTS),
+        timeout_secs: submit
+            .timeout_secs
+            .or_else(|| defaults.and_then(|spec| spec.timeout_secs))
+            .unwrap_or(crate::job::DEFAULT_TIMEOUT_SECS),
         ..NewJob::new(submit.kind, Value::Null)
     })
 }
@@ -151,20 +223,17 @@ pub fn caller_scope(request: &Request) -> String {
     }
 }
 
-/// A digest of everything that defines the job, with defaults applied and object keys sorted, so the same
-/// request always gives the same fingerprint however its JSON was laid out.
-pub fn fingerprint(submit: &SubmitJob) -> String {
+/// A digest of everything that defines the job, after defaults are filled in and with object keys
+/// sorted, so the same request always gives the same fingerprint however its JSON was laid out.
+pub fn fingerprint(job: &NewJob) -> String {
     let canonical = serde_json::json!({
-        "kind": submit.kind,
-        "payload": match &submit.payload {
-            Value::Null => Value::Object(Default::default()),
-            payload => canonical(payload),
-        },
-        "queue": submit.queue,
-        "priority": submit.priority,
-        "run_at": submit.run_at.map(|at| at.to_rfc3339()),
-        "max_attempts": submit.max_attempts,
-        "timeout_secs": submit.timeout_secs,
+        "kind": job.kind,
+        "payload": canonical(&job.payload),
+        "queue": job.queue,
+        "priority": job.priority,
+        "run_at": job.run_at.map(|at| at.to_rfc3339()),
+        "max_attempts": job.max_attempts,
+        "timeout_secs": job.timeout_secs,
     });
     hex(&Sha256::digest(canonical.to_string().as_bytes()))
 }

@@ -21,50 +21,27 @@ pub struct SubmitJob {
     /// answered 400.
     #[oai(validator(min_length = 1, max_length = 255))]
     pub kind: String,
-    /// The kind's input. Defaults to `{}`. `echo` takes anything; `sleep` takes `{"ms": N}`; `fail` takes
-    /// `{"message": "...", "retryable": bool}`.
-    #[oai(default = "empty_object")]
-    pub payload: Value,
-    /// The queue the job belongs to, for grouping and filtering.
-    #[oai(default = "default_queue", validator(min_length = 1, max_length = 255))]
-    pub queue: String,
-    /// Higher runs first among due jobs.
-    #[oai(
-        default,
-        validator(minimum(value = "-1000000"), maximum(value = "1000000"))
-    )]
-    pub priority: i32,
-    /// Do not start before this time (RFC 3339). Defaults to now.
+    /// The kind's input; `{}` when left out. `echo` takes anything; `sleep` takes `{"ms": N}`; `fail` takes
+    /// `{"message": "...", "retryable": bool}`; a configured kind, what its `payload_schema` allows
+    /// (`GET /v1/kinds/{kind}`).
+    pub payload: Option<Value>,
+    /// The queue the job belongs to, for grouping and filtering. When left out: the kind's queue, else
+    /// `default`.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub queue: Option<String>,
+    /// Higher runs first among due jobs; 0 when left out.
+    #[oai(validator(minimum(value = "-1000000"), maximum(value = "1000000")))]
+    pub priority: Option<i32>,
+    /// Do not start before this time (RFC 3339); now when left out.
     pub run_at: Option<DateTime<Utc>>,
     /// How many attempts a job gets before it ends `failed` (retryable failures, timeouts, crashed
-    /// workers all use one).
-    #[oai(
-        default = "default_max_attempts",
-        validator(minimum(value = "1"), maximum(value = "100"))
-    )]
-    pub max_attempts: i32,
-    /// How long one attempt may run before it is stopped and counted as failed (retryable).
-    #[oai(
-        default = "default_timeout_secs",
-        validator(minimum(value = "1"), maximum(value = "604800"))
-    )]
-    pub timeout_secs: i32,
-}
-
-fn empty_object() -> Value {
-    Value::Object(Default::default())
-}
-
-fn default_queue() -> String {
-    crate::job::DEFAULT_QUEUE.to_owned()
-}
-
-fn default_max_attempts() -> i32 {
-    crate::job::DEFAULT_MAX_ATTEMPTS
-}
-
-fn default_timeout_secs() -> i32 {
-    crate::job::DEFAULT_TIMEOUT_SECS
+    /// workers all use one). When left out: the kind's default, else 3.
+    #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+    pub max_attempts: Option<i32>,
+    /// How long one attempt may run before it is stopped and counted as failed (retryable). When left out:
+    /// the kind's default, else 300.
+    #[oai(validator(minimum(value = "1"), maximum(value = "604800")))]
+    pub timeout_secs: Option<i32>,
 }
 
 /// Where a job is in its life. `succeeded`, `failed` and `cancelled` are final.

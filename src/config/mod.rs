@@ -1,12 +1,20 @@
-//! Settings from flags and environment, parsed and validated once at the edge.
+//! Settings from flags, environment and the configuration file, parsed and validated once at the edge.
 //!
 //! Every flag also reads an environment variable, and every default makes `jobdock serve` work against a
-//! PostgreSQL on localhost with no configuration at all.
+//! PostgreSQL on localhost with no configuration at all. A configuration file ([`file`], `jobdock.toml`)
+//! declares kinds and may set any flag's value in `[server]`; a flag or environment variable wins over it.
+
+pub mod file;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
+
+use crate::kinds::KindSpec;
+pub use file::{ConfigError, ConfigFile};
 
 /// The command line of the `jobdock` binary.
 #[derive(Debug, Parser)]
@@ -40,10 +48,20 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document (YAML) to stdout.
     Openapi,
+    /// Validate a configuration file and exit (0: valid; 2: the error, naming file, line and key).
+    CheckConfig {
+        /// The file to check. Defaults to $JOBDOCK_CONFIG, else ./jobdock.toml.
+        path: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
+    /// Configuration file (kinds, and `[server]` values for these flags). Defaults to ./jobdock.toml when
+    /// that file exists.
+    #[arg(long, env = "JOBDOCK_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// PostgreSQL connection URL. The database is created if it does not exist.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
@@ -93,11 +111,18 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBDOCK_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
     pub max_body_bytes: u64,
 
+    /// Largest result an external worker may store, in bytes; larger ones get 413.
+    #[arg(long, env = "JOBDOCK_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES, value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
+    pub max_result_bytes: u64,
+
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://localhost/jobdock";
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 16 * 1024 * 1024;
+/// Read when no `--config` is given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "jobdock.toml";
 
 /// Everything a jobdock process needs, validated.
 #[derive(Debug, Clone)]
@@ -106,12 +131,15 @@ pub struct Settings {
     pub max_connections: u32,
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    pub max_result_bytes: usize,
     pub workers: usize,
     pub lease: Duration,
     pub shutdown_grace: Duration,
     pub retention: Duration,
     pub poll_interval: Duration,
     pub retry_base: Duration,
+    /// Kinds declared in the configuration file.
+    pub kinds: Vec<KindSpec>,
 }
 
 impl Default for Settings {
@@ -121,12 +149,14 @@ impl Default for Settings {
             max_connections: 10,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES as usize,
             workers: 32,
             lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
             poll_interval: Duration::from_secs(1),
             retry_base: Duration::from_secs(1),
+            kinds: Vec::new(),
         }
     }
 }
@@ -157,13 +187,113 @@ impl Settings {
             listen: args.listen,
             // The range check above keeps this within usize on every supported platform.
             max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+            max_result_bytes: usize::try_from(args.max_result_bytes).unwrap_or(usize::MAX),
             ..Settings::for_worker(&args.worker)
         }
+    }
+
+    /// Takes the kinds of `file`, and each `[server]` value whose flag was left at its default
+    /// (`defaulted(flag id)` says which were: a flag or environment variable wins over the file).
+    pub fn with_file(mut self, file: ConfigFile, defaulted: impl Fn(&str) -> bool) -> Settings {
+        let server = file.server;
+        macro_rules! take {
+            ($id:literal, $value:expr, $apply:expr) => {
+                if let Some(value) = $value {
+                    if defaulted($id) {
+                        #[allow(clippy::redundant_closure_call)]
+                        ($apply)(&mut self, value);
+                    }
+                }
+            };
+        }
+        take!(
+            "database_url",
+            server.database_url,
+            |s: &mut Settings, v| s.database_url = v
+        );
+        take!(
+            "max_connections",
+            server.max_connections,
+            |s: &mut Settings, v| s.max_connections = v
+        );
+        take!("listen", server.listen, |s: &mut Settings, v| s.listen = v);
+        take!(
+            "max_body_bytes",
+            server.max_body_bytes,
+            |s: &mut Settings, v: u64| {
+                s.max_body_bytes = usize::try_from(v).unwrap_or(usize::MAX)
+            }
+        );
+        take!(
+            "max_result_bytes",
+            server.max_result_bytes,
+            |s: &mut Settings, v: u64| {
+                s.max_result_bytes = usize::try_from(v).unwrap_or(usize::MAX)
+            }
+        );
+        take!("workers", server.workers, |s: &mut Settings, v| s.workers =
+            v);
+        take!("lease_secs", server.lease_secs, |s: &mut Settings, v| s
+            .lease =
+            Duration::from_secs(v));
+        take!(
+            "shutdown_grace_secs",
+            server.shutdown_grace_secs,
+            |s: &mut Settings, v| { s.shutdown_grace = Duration::from_secs(v) }
+        );
+        take!("retention", server.retention, |s: &mut Settings, v| s
+            .retention =
+            v);
+        take!(
+            "poll_interval_ms",
+            server.poll_interval_ms,
+            |s: &mut Settings, v| { s.poll_interval = Duration::from_millis(v) }
+        );
+        take!(
+            "retry_base_ms",
+            server.retry_base_ms,
+            |s: &mut Settings, v| { s.retry_base = Duration::from_millis(v) }
+        );
+        self.kinds = file.kinds;
+        self
+    }
+
+    /// Settings for a subcommand: its flags, then the configuration file for what they left at defaults.
+    /// `matches` are the subcommand's own.
+    ///
+    /// # Errors
+    /// The configuration file's first problem.
+    pub fn load(
+        base: Settings,
+        config: Option<&Path>,
+        matches: &ArgMatches,
+    ) -> Result<Settings, ConfigError> {
+        let Some(path) = config_path(config) else {
+            return Ok(base);
+        };
+        let file = file::load(&path)?;
+        // An id this subcommand does not have (`listen` for `worker`) counts as defaulted: harmless.
+        let defaulted = |id: &str| match matches.try_get_raw(id) {
+            Ok(Some(_)) => matches.value_source(id) == Some(ValueSource::DefaultValue),
+            _ => true,
+        };
+        Ok(base.with_file(file, defaulted))
     }
 
     /// The database URL with any password replaced, for logs and error messages.
     pub fn redacted_database_url(&self) -> String {
         redact_url(&self.database_url)
+    }
+}
+
+/// The configuration file to read: the one given, else `./jobdock.toml` when it exists, else none.
+pub fn config_path(given: Option<&Path>) -> Option<PathBuf> {
+    match given {
+        Some(path) => Some(path.to_owned()),
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+            default.is_file().then_some(default)
+        }
     }
 }
 
