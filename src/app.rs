@@ -102,7 +102,9 @@ impl Application {
             self.local_addr
         );
         let routes = api::routes(
-            ApiState::new(self.pool.clone(), self.registry.clone()),
+            ApiState::new(self.pool.clone(), self.registry.clone())
+                .with_settings(&self.settings)
+                .with_signals(workers.signals(), stop.clone()),
             self.settings.max_body_bytes,
         );
         let grace = self.settings.shutdown_grace;

@@ -131,7 +131,8 @@ fn sanitize_value(value: Value) -> Value {
 pub struct Failure {
     /// False: the job ends `failed` whatever attempts remain.
     pub retryable: bool,
-    /// The wait before the next attempt; `None` uses the backoff of [`retry_delay`].
+    /// The wait before the next attempt (a worker's `retry_after_secs`, taken as given); `None` uses the
+    /// backoff of [`retry_delay`].
     pub retry_after: Option<Duration>,
 }
 
@@ -150,7 +151,6 @@ pub async fn fail(
 ) -> store::Result<Option<JobStatus>> {
     let delay = failure
         .retry_after
-        .map(|after| after.min(MAX_RETRY_DELAY))
         .unwrap_or_else(|| retry_delay(retry_base, attempt));
     let cancelled = cancelled("cancelled while running", attempt);
     let moved =

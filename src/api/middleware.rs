@@ -15,10 +15,11 @@ use super::problem::{self, Problem, PROBLEM_JSON};
 pub(super) async fn middleware<E: Endpoint>(
     endpoint: std::sync::Arc<E>,
     mut request: Request,
-    max: usize,
+    limits: BodyLimits,
     methods: std::sync::Arc<AllowedMethods>,
 ) -> poem::Result<Response> {
     let path = request.uri().path().to_owned();
+    let max = limits.for_path(&path);
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -50,6 +51,24 @@ pub(super) async fn middleware<E: Endpoint>(
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     Ok(response)
+}
+
+/// The largest body a request may carry: results uploaded by external workers have a limit of their own.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BodyLimits {
+    pub body: usize,
+    pub result: usize,
+}
+
+impl BodyLimits {
+    fn for_path(&self, path: &str) -> usize {
+        if path.starts_with("/v1/worker/jobs/") && path.ends_with("/complete") {
+            // The operation answers a result over its own limit with a 413 of its own.
+            self.body.max(self.result)
+        } else {
+            self.body
+        }
+    }
 }
 
 /// Reads a body without `Content-Length` (chunked) into memory with the limit; `Err` is the 413 answer.

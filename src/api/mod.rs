@@ -1,6 +1,7 @@
 //! The HTTP API: the OpenAPI service, its document, Swagger UI, and the middleware every request passes.
 //!
 //! - [`jobs`]: the job operations (submit, status monitor, result, cancel, delete, list, batch).
+//! - [`worker`]: the external-worker protocol (claim, heartbeat, complete, fail).
 //! - [`kinds`]: the kinds this deployment accepts (`GET /v1/kinds`).
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`problem`]: the problem-details error shape, used by every error answer.
@@ -13,6 +14,7 @@ pub mod jobs;
 pub mod kinds;
 mod middleware;
 pub mod problem;
+pub mod worker;
 
 pub use document::{document, Document};
 
@@ -21,25 +23,63 @@ use poem::{Endpoint, EndpointExt, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 use sqlx::PgPool;
 
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
 use crate::kinds::Registry;
+use crate::worker::signals::Signals;
 use middleware::{middleware, AllowedMethods};
 
-/// What the operations need: the database, the kinds this server accepts, and group commit.
+/// What the operations need: the database, the kinds this server accepts, group commit, the hints that
+/// wake long polls, and the settings that shape answers.
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
     pub registry: Registry,
     pub groups: jobs::grouping::SubmitGroups,
+    pub signals: Signals,
+    /// Cancelled at shutdown: long polls end at once instead of holding the shutdown up.
+    pub shutdown: CancellationToken,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub retry_base: Duration,
+    pub max_result_bytes: usize,
 }
 
 impl ApiState {
-    /// Must be called inside a tokio runtime: it starts the group-commit tasks.
+    /// State with the default settings and no long-poll hints (polling only). Must be called inside a
+    /// tokio runtime: it starts the group-commit tasks.
     pub fn new(pool: PgPool, registry: Registry) -> ApiState {
+        let defaults = Settings::default();
         ApiState {
             groups: jobs::grouping::SubmitGroups::start(pool.clone()),
             pool,
             registry,
+            signals: Signals::none(),
+            shutdown: CancellationToken::new(),
+            lease: defaults.lease,
+            poll_interval: defaults.poll_interval,
+            retry_base: defaults.retry_base,
+            max_result_bytes: defaults.max_result_bytes,
         }
+    }
+
+    /// Takes the settings the API answers by.
+    pub fn with_settings(mut self, settings: &Settings) -> ApiState {
+        self.lease = settings.lease;
+        self.poll_interval = settings.poll_interval;
+        self.retry_base = settings.retry_base;
+        self.max_result_bytes = settings.max_result_bytes;
+        self
+    }
+
+    /// Wakes long polls with `signals`, and ends them when `shutdown` is cancelled.
+    pub fn with_signals(mut self, signals: Signals, shutdown: CancellationToken) -> ApiState {
+        self.signals = signals;
+        self.shutdown = shutdown;
+        self
     }
 }
 
@@ -49,6 +89,8 @@ pub enum ApiTags {
     Jobs,
     /// The kinds of job this deployment accepts.
     Kinds,
+    /// For external workers: claim jobs of `external` kinds, keep their leases, report the outcome.
+    Worker,
     /// Liveness and readiness probes.
     Health,
 }
@@ -60,7 +102,15 @@ and `Retry-After`. Poll the status monitor: **200** while the job is queued or r
 result once it has succeeded. Then `GET` the result. Every error is `application/problem+json` \
 (RFC 9457).";
 
-pub(crate) type Service = OpenApiService<(jobs::JobsApi, kinds::KindsApi, health::HealthApi), ()>;
+pub(crate) type Service = OpenApiService<
+    (
+        jobs::JobsApi,
+        kinds::KindsApi,
+        worker::WorkerApi,
+        health::HealthApi,
+    ),
+    (),
+>;
 
 pub(crate) fn service(state: ApiState) -> Service {
     OpenApiService::new(
@@ -69,6 +119,9 @@ pub(crate) fn service(state: ApiState) -> Service {
                 state: state.clone(),
             },
             kinds::KindsApi {
+                state: state.clone(),
+            },
+            worker::WorkerApi {
                 state: state.clone(),
             },
             health::HealthApi { state },
@@ -81,6 +134,10 @@ pub(crate) fn service(state: ApiState) -> Service {
 
 /// Every route of the server, with its middleware.
 pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
+    let limits = middleware::BodyLimits {
+        body: max_body_bytes,
+        result: state.max_result_bytes,
+    };
     let service = service(state);
     let document = Document::of(&service);
     let docs_html = service
@@ -111,7 +168,5 @@ pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
             "/docs",
             poem::endpoint::make_sync(move |_| Html(docs_html.clone())),
         )
-        .around(move |endpoint, request| {
-            middleware(endpoint, request, max_body_bytes, methods.clone())
-        })
+        .around(move |endpoint, request| middleware(endpoint, request, limits, methods.clone()))
 }

@@ -70,6 +70,15 @@ impl Output {
     }
 }
 
+/// The content type a result is stored and served with: the one given when it can be a header value,
+/// else `application/octet-stream` (a NUL or newline in it would break both the column and the header).
+pub fn servable_content_type(content_type: &str) -> String {
+    match poem::http::HeaderValue::from_str(content_type) {
+        Ok(_) if !content_type.trim().is_empty() => content_type.to_owned(),
+        _ => "application/octet-stream".to_owned(),
+    }
+}
+
 /// Why an attempt did not produce a result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {

@@ -132,7 +132,7 @@ pub async fn complete_and_claim(
          claimed AS ( \
            UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), \
              lease_expires_at = now() + make_interval(secs => $7), worker_id = $8, started_at = now(), \
-             updated_at = now() \
+             updated_at = now(), error = NULL \
            WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM next)) \
            RETURNING j.id, j.kind, j.payload::text AS payload, j.attempt, j.max_attempts, j.timeout_secs, \
              j.lease_token, j.cancel_requested, j.priority, j.run_at) \

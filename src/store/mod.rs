@@ -3,6 +3,7 @@
 //! - [`error`]: the store's error type, sorted by what a caller can do about it.
 //! - [`db`]: connecting, creating the database, migrations, readiness.
 //! - [`jobs`]: inserting, reading, listing, cancelling and deleting jobs (the API's side).
+//! - [`external`]: the external workers' claims, heartbeats and completions over HTTP.
 //! - [`leases`]: claiming, heartbeats, completion, failure and release (the workers' side, fenced by the
 //!   lease token).
 //! - [`maintenance`]: rescuing expired leases and pruning finished jobs.
@@ -11,6 +12,7 @@
 
 pub mod db;
 pub mod error;
+pub mod external;
 pub mod jobs;
 pub mod leases;
 pub mod maintenance;

@@ -189,7 +189,7 @@ async fn try_write(
         Outcome::Succeeded(output) => {
             let completion = Completion {
                 lease,
-                content_type: servable_content_type(&output.content_type),
+                content_type: crate::kinds::servable_content_type(&output.content_type),
                 body: output.body.clone(),
             };
             let (reply, answer) = tokio::sync::oneshot::channel();
@@ -224,14 +224,5 @@ async fn try_write(
             .map(|released| !released.is_empty())
             .map_err(WriteFailed::from),
         Outcome::Abandoned(_) => Ok(true),
-    }
-}
-
-/// The content type a result is stored and served with: a handler's own when it can be a header value,
-/// else `application/octet-stream` (a NUL or newline in it would break both the column and the header).
-fn servable_content_type(content_type: &str) -> String {
-    match poem::http::HeaderValue::from_str(content_type) {
-        Ok(_) if !content_type.trim().is_empty() => content_type.to_owned(),
-        _ => "application/octet-stream".to_owned(),
     }
 }

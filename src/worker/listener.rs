@@ -32,6 +32,7 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         backoff = Duration::from_millis(100);
         // Anything sent while we were not listening is lost: look once.
         shared.wake.notify_one();
+        shared.signals.jobs_available();
         loop {
             let received = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -43,7 +44,10 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                         shared.running.stop(id, StopReason::CancelRequested);
                     }
                 }
-                Ok(_) => shared.wake.notify_one(),
+                Ok(_) => {
+                    shared.wake.notify_one();
+                    shared.signals.jobs_available();
+                }
                 Err(err) => {
                     tracing::debug!(error = %err, "LISTEN connection lost; reconnecting");
                     break;

@@ -8,6 +8,7 @@
 //! - [`heartbeat`]: extends every running job's lease in one statement, and notices cancellations and lost
 //!   leases.
 //! - [`listener`]: LISTEN/NOTIFY, which wakes the dispatcher and reaches cancelled jobs at once.
+//! - [`signals`]: "jobs are due" hints for other waiters in the process (external workers' claims).
 //! - [`running`]: the jobs this process is running.
 
 mod dispatch;
@@ -16,6 +17,7 @@ mod handoff;
 mod heartbeat;
 mod listener;
 pub mod running;
+pub mod signals;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +76,8 @@ pub(crate) struct Shared {
     pub running: Running,
     /// Wakes the dispatcher: a NOTIFY arrived.
     pub wake: Notify,
+    /// Wakes everyone else waiting for jobs.
+    pub signals: signals::SignalSender,
     /// Where executors hand results to the dispatcher.
     pub finished: mpsc::Sender<handoff::Finished>,
 }
@@ -86,6 +90,7 @@ pub struct WorkerPool {
     stop_background: CancellationToken,
     dispatch: tokio::task::JoinHandle<()>,
     background: JoinSet<()>,
+    signals: signals::Signals,
 }
 
 impl WorkerPool {
@@ -94,6 +99,7 @@ impl WorkerPool {
     pub fn start(pool: PgPool, registry: Registry, config: WorkerConfig) -> WorkerPool {
         // Each running job hands in at most one result at a time.
         let (finished, results) = mpsc::channel(config.slots.max(1));
+        let (signal_sender, signals) = signals::Signals::new();
         let shared = Arc::new(Shared {
             finished,
             pool,
@@ -101,6 +107,7 @@ impl WorkerPool {
             config,
             running: Running::default(),
             wake: Notify::new(),
+            signals: signal_sender,
         });
         let stop_claiming = CancellationToken::new();
         let stop_now = CancellationToken::new();
@@ -120,7 +127,13 @@ impl WorkerPool {
             stop_background,
             dispatch,
             background,
+            signals,
         }
+    }
+
+    /// Hints that jobs are due, from this pool's LISTEN connection, for other waiters in the process.
+    pub fn signals(&self) -> signals::Signals {
+        self.signals.clone()
     }
 
     /// How many jobs are running in this pool right now.

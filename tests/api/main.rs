@@ -12,3 +12,4 @@ mod list_batch;
 mod maintenance;
 mod monitor;
 mod submit;
+mod worker;
