@@ -11,6 +11,7 @@ mod support;
 
 mod crash;
 mod durability;
+mod external_worker;
 mod fencing;
 mod outage;
 mod replicas;
