@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 pub struct Connection {
     stream: TcpStream,
     buffer: Vec<u8>,
+    /// Where the last response's body starts in `buffer`.
+    body_start: usize,
 }
 
 impl Connection {
@@ -27,6 +29,7 @@ impl Connection {
         Ok(Connection {
             stream,
             buffer: Vec::with_capacity(4096),
+            body_start: 0,
         })
     }
 
@@ -49,7 +52,13 @@ impl Connection {
         while self.buffer.len() < header_end + length {
             self.fill().await?;
         }
+        self.body_start = header_end;
         Ok(status)
+    }
+
+    /// The body of the last response.
+    pub fn body(&self) -> &[u8] {
+        &self.buffer[self.body_start..]
     }
 
     async fn fill(&mut self) -> anyhow::Result<()> {
@@ -88,6 +97,17 @@ fn content_length(head: &[u8]) -> anyhow::Result<usize> {
 pub fn post_json(addr: SocketAddr, path: &str, body: &str) -> Vec<u8> {
     format!(
         "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A prepared `POST` of a JSON body with one extra header.
+pub fn post_json_with(addr: SocketAddr, path: &str, header: (&str, &str), body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\n{}: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        header.0,
+        header.1,
         body.len()
     )
     .into_bytes()

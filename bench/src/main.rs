@@ -8,6 +8,7 @@
 //! cargo run --release -p jobdock-bench -- all --runs 3
 //! ```
 
+mod external;
 mod http;
 mod pgbench;
 mod report;
@@ -61,6 +62,9 @@ enum Scenario {
     Pickup(scenarios::PickupArgs),
     /// GET /v1/jobs/{id} at a concurrency → requests/s; baseline: pgbench primary-key SELECT.
     Status(scenarios::SubmitArgs),
+    /// N pre-enqueued jobs of an external kind drained by HTTP workers (claim batches, one `complete` per
+    /// job) → jobs/s; baseline: the in-process drain of as many jobs.
+    External(external::ExternalArgs),
     /// `drain` and `pickup` again with many finished jobs already in the table.
     Aged(scenarios::AgedArgs),
     /// Every scenario at its defaults.
@@ -98,6 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Pickup(args) => scenarios::pickup(&common, &args).await,
         Scenario::Status(args) => scenarios::status(&common, &args).await,
         Scenario::Aged(args) => scenarios::aged(&common, &args).await,
+        Scenario::External(args) => external::external(&common, &args).await,
         Scenario::All => {
             let submit = scenarios::SubmitArgs::default();
             scenarios::submit(&common, &submit).await?;
@@ -106,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             scenarios::e2e(&common, &submit).await?;
             scenarios::pickup(&common, &scenarios::PickupArgs::default()).await?;
             scenarios::status(&common, &submit).await?;
+            external::external(&common, &external::ExternalArgs::default()).await?;
             scenarios::aged(&common, &scenarios::AgedArgs::default()).await
         }
         Scenario::ServeForBench {

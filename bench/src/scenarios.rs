@@ -230,10 +230,15 @@ pub async fn submit_batch(common: &Common, args: &SubmitArgs) -> anyhow::Result<
 }
 
 async fn enqueue_echo_jobs(pool: &PgPool, count: usize) -> anyhow::Result<()> {
+    enqueue_jobs(pool, "echo", count).await
+}
+
+/// Inserts `count` jobs of `kind` with an empty payload, 1,000 per statement.
+pub(crate) async fn enqueue_jobs(pool: &PgPool, kind: &str, count: usize) -> anyhow::Result<()> {
     let mut left = count;
     while left > 0 {
         let chunk: Vec<NewJob> = (0..left.min(1000))
-            .map(|_| NewJob::new("echo", json!({})))
+            .map(|_| NewJob::new(kind, json!({})))
             .collect();
         left -= chunk.len();
         jobdock::store::jobs::insert_many(pool, &chunk).await?;
@@ -244,14 +249,14 @@ async fn enqueue_echo_jobs(pool: &PgPool, count: usize) -> anyhow::Result<()> {
 /// Vacuums and analyzes the freshly filled table before a drain is timed: otherwise autovacuum's pass
 /// for the inserts (due at its next wake-up, anywhere in the next minute) sometimes lands inside a drain
 /// that lasts about a second and takes one of the two cores from it, which made runs differ by 1.5x.
-async fn settle_inserts(pool: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn settle_inserts(pool: &PgPool) -> anyhow::Result<()> {
     sqlx::query("VACUUM ANALYZE jobs").execute(pool).await?;
     Ok(())
 }
 
 /// Whether any job is still queued or running. EXISTS stops at the first row: counting every pending row
 /// each poll would load the database the drain is measuring.
-async fn pending(pool: &PgPool) -> anyhow::Result<bool> {
+pub(crate) async fn pending(pool: &PgPool) -> anyhow::Result<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued') \
              OR EXISTS (SELECT 1 FROM jobs WHERE status = 'running')",
@@ -273,14 +278,14 @@ fn worker_config(slots: usize) -> WorkerConfig {
 /// Starts a measurement from a clean state: a checkpoint now, so one triggered by the setup's bulk writes
 /// (a million aged rows write gigabytes of WAL) does not land in the middle of the run. Needs a superuser;
 /// without one the run goes on, noisier.
-async fn settle(pool: &PgPool) {
+pub(crate) async fn settle(pool: &PgPool) {
     if let Err(err) = sqlx::query("CHECKPOINT").execute(pool).await {
         tracing::warn!(error = %err, "CHECKPOINT failed; figures may include one");
     }
 }
 
 /// Drains `args.jobs` pre-enqueued jobs on `database` (which may hold other, finished jobs); jobs/s.
-async fn drain_once(database: &BenchDatabase, args: &DrainArgs) -> anyhow::Result<f64> {
+pub(crate) async fn drain_once(database: &BenchDatabase, args: &DrainArgs) -> anyhow::Result<f64> {
     let pool = database.pool().await?;
     enqueue_echo_jobs(&pool, args.jobs).await?;
     settle_inserts(&pool).await?;

@@ -12,6 +12,9 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 
+/// The external kind every bench server accepts.
+pub const EXTERNAL_KIND: &str = "bench-external";
+
 /// A database of the run's own, dropped at the end.
 pub struct BenchDatabase {
     admin_url: String,
@@ -96,7 +99,13 @@ impl Server {
 /// How the bench runs a server: any free port, and more connections than the default 10, so the pool is
 /// not what limits a run at 32 clients.
 fn settings(database_url: &str, workers: usize) -> anyhow::Result<Settings> {
+    // An external kind for the `external` scenario, whose HTTP workers claim it.
+    let external = jobdock::config::file::parse(
+        std::path::Path::new("jobdock-bench.toml"),
+        &format!("[kinds.{EXTERNAL_KIND}]\nhandler = \"external\"\n"),
+    )?;
     Ok(Settings {
+        kinds: external.kinds,
         database_url: database_url.to_owned(),
         listen: "127.0.0.1:0".parse()?,
         workers,

@@ -73,3 +73,25 @@ fn the_pickup_and_aged_scenarios_run() {
     ]);
     assert!(aged["median"]["aged_drain_jobs_per_sec"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn the_external_scenario_runs() {
+    let external = run_scenario(&[
+        "external",
+        "--jobs",
+        "300",
+        "--http-workers",
+        "2",
+        "--max-jobs",
+        "50",
+        "--workers",
+        "50",
+    ]);
+    assert!(external["median"]["jobs_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(
+        external["median"]["in_process_drain_jobs_per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}

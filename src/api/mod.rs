@@ -39,6 +39,7 @@ pub struct ApiState {
     pub pool: PgPool,
     pub registry: Registry,
     pub groups: jobs::grouping::SubmitGroups,
+    pub completions: worker::completions::CompleteGroups,
     pub signals: Signals,
     /// Cancelled at shutdown: long polls end at once instead of holding the shutdown up.
     pub shutdown: CancellationToken,
@@ -55,6 +56,7 @@ impl ApiState {
         let defaults = Settings::default();
         ApiState {
             groups: jobs::grouping::SubmitGroups::start(pool.clone()),
+            completions: worker::completions::CompleteGroups::start(pool.clone()),
             pool,
             registry,
             signals: Signals::none(),

@@ -131,33 +131,53 @@ pub enum Completed {
     NotFound,
 }
 
-/// Marks the job `succeeded` with its result, in one statement, fenced by the lease token and the
-/// job's timeout.
-pub async fn complete(
-    pool: &PgPool,
-    lease: Lease,
-    content_type: &str,
-    body: &[u8],
-) -> super::Result<Completed> {
-    let stored: Option<Uuid> = sqlx::query_scalar(
+/// A result an external worker uploads.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub lease: Lease,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// Marks jobs `succeeded` with their results, in one statement (one commit for many workers' calls),
+/// each fenced by its lease token and its job's timeout. Returns the ids whose completion applied; ask
+/// [`why_not_completed`] about the others. Each job may appear once.
+///
+/// Rows are locked in id order (the input is sorted), as every batched write of running jobs does, so two
+/// batches never wait on each other in a circle.
+pub async fn complete_many(pool: &PgPool, uploads: &[&Upload]) -> super::Result<Vec<Uuid>> {
+    let mut uploads = uploads.to_vec();
+    uploads.sort_by_key(|upload| upload.lease.id);
+    Ok(sqlx::query_scalar(
         "WITH done AS ( \
-           UPDATE jobs SET status = 'succeeded', finished_at = now(), updated_at = now(), \
+           UPDATE jobs j SET status = 'succeeded', finished_at = now(), updated_at = now(), \
              lease_token = NULL, lease_expires_at = NULL, error = NULL \
-           WHERE id = $1 AND lease_token = $2 \
-             AND started_at + make_interval(secs => timeout_secs) > now() \
-           RETURNING id) \
+           FROM unnest($1::uuid[], $2::uuid[]) AS t(id, token) \
+           WHERE j.id = ANY(ARRAY[t.id]) AND j.lease_token = ANY(ARRAY[t.token]) \
+             AND j.started_at + make_interval(secs => j.timeout_secs) > now() \
+           RETURNING j.id) \
          INSERT INTO results (job_id, content_type, body, lease_token) \
-         SELECT id, $3, $4, $2 FROM done RETURNING job_id",
+         SELECT t.id, t.content_type, t.body, t.token \
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[]) AS t(id, token, content_type, body) \
+         JOIN done ON done.id = t.id \
+         RETURNING job_id",
     )
-    .bind(lease.id)
-    .bind(lease.token)
-    .bind(content_type)
-    .bind(body)
-    .fetch_optional(pool)
-    .await?;
-    if stored.is_some() {
-        return Ok(Completed::Done);
-    }
+    .bind(uploads.iter().map(|u| u.lease.id).collect::<Vec<_>>())
+    .bind(uploads.iter().map(|u| u.lease.token).collect::<Vec<_>>())
+    .bind(
+        uploads
+            .iter()
+            .map(|u| u.content_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(uploads.iter().map(|u| u.body.as_slice()).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Why a completion did not apply: the same lease completed the job before, or the lease is lost, or
+/// there is no such job.
+pub async fn why_not_completed(pool: &PgPool, lease: Lease) -> super::Result<Completed> {
     let found: Option<Option<Uuid>> = sqlx::query_scalar(
         "SELECT r.lease_token FROM jobs j LEFT JOIN results r ON r.job_id = j.id WHERE j.id = $1",
     )

@@ -627,3 +627,53 @@ async fn a_result_over_the_limit_is_413_and_not_stored() {
         1024 * 1024 + 10
     );
 }
+
+#[tokio::test]
+async fn concurrent_completions_each_store_one_result_even_when_one_is_repeated_at_once() {
+    let app = app().await;
+    let jobs: Vec<Value> = (0..50)
+        .map(|n| thumbnail(&format!("https://example.com/{n}.png")))
+        .collect();
+    let response = app
+        .client
+        .post(app.url("/v1/jobs/batch"))
+        .json(&json!({"jobs": jobs}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let claimed = app.claim(json!({"max_jobs": 50})).await;
+    assert_eq!(claimed.len(), 50);
+    // Every job once, and the first one twice more, all at the same time.
+    let calls: Vec<(String, String)> = claimed
+        .iter()
+        .chain(std::iter::repeat_n(&claimed[0], 2))
+        .map(|job| {
+            (
+                job["id"].as_str().unwrap().to_owned(),
+                job["lease_token"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let answers = futures_util::future::join_all(calls.iter().map(|(id, token)| {
+        app.client
+            .post(app.url(&format!("/v1/worker/jobs/{id}/complete")))
+            .header("Lease-Token", token)
+            .header("Content-Type", "application/json")
+            .body(format!("{{\"id\": \"{id}\"}}"))
+            .send()
+    }))
+    .await;
+    for answer in answers {
+        assert_eq!(answer.unwrap().status(), 204);
+    }
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM results").await, 50);
+    assert_eq!(
+        count(
+            &app.pool,
+            "SELECT count(*) FROM jobs WHERE status = 'succeeded'"
+        )
+        .await,
+        50
+    );
+}

@@ -4,8 +4,10 @@
 //! ended) changes nothing and is told 409 `lease-lost`.
 //!
 //! - [`types`]: the request and answer schemas.
+//! - [`completions`]: group commit, so concurrent `complete` calls share one statement.
 //! - [`responses`]: what each operation answers.
 
+pub mod completions;
 pub mod responses;
 pub mod types;
 
@@ -167,12 +169,21 @@ impl WorkerApi {
             )
             .into();
         }
-        let lease = Lease { id: id.0, token };
-        match external::complete(&self.state.pool, lease, &body.content_type, &body.body).await {
-            Ok(Completed::Done | Completed::AlreadyDone) => CompleteResponse::Completed,
-            Ok(Completed::LeaseLost) => lease_lost(LEASE_LOST_DETAIL).into(),
-            Ok(Completed::NotFound) => Problem::job_not_found().into(),
-            Err(err) => Problem::from_db(&err).into(),
+        let upload = external::Upload {
+            lease: Lease { id: id.0, token },
+            content_type: body.content_type,
+            body: body.body,
+        };
+        match self.state.completions.complete(upload).await {
+            Some(Ok(Completed::Done | Completed::AlreadyDone)) => CompleteResponse::Completed,
+            Some(Ok(Completed::LeaseLost)) => lease_lost(LEASE_LOST_DETAIL).into(),
+            Some(Ok(Completed::NotFound)) => Problem::job_not_found().into(),
+            Some(Err(err)) => Problem::from_db(&err).into(),
+            None => {
+                let mut problem = Problem::unavailable();
+                problem.detail = Some("the server is shutting down; the result was not stored. Retry after the time in Retry-After.".to_owned());
+                problem.into()
+            }
         }
     }
 
