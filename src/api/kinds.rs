@@ -22,6 +22,10 @@ pub enum KindHandler {
     Builtin,
     /// By external workers over HTTP (`POST /v1/worker/claim`).
     External,
+    /// By jobdock calling an upstream HTTP service.
+    Http,
+    /// By jobdock running a command.
+    Exec,
 }
 
 impl From<HandlerType> for KindHandler {
@@ -29,6 +33,8 @@ impl From<HandlerType> for KindHandler {
         match handler {
             HandlerType::Builtin => KindHandler::Builtin,
             HandlerType::External => KindHandler::External,
+            HandlerType::Http => KindHandler::Http,
+            HandlerType::Exec => KindHandler::Exec,
         }
     }
 }

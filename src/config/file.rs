@@ -77,13 +77,30 @@ struct RawServer {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawKind {
-    handler: Spanned<String>,
+pub(super) struct RawKind {
+    pub handler: Spanned<String>,
     queue: Option<Spanned<String>>,
     max_attempts: Option<Spanned<i64>>,
     timeout_secs: Option<Spanned<i64>>,
     payload_schema: Option<Spanned<toml::Value>>,
     payload_schema_file: Option<Spanned<String>>,
+    // `http` (DESIGN §9)
+    pub url: Option<Spanned<String>>,
+    pub method: Option<Spanned<String>>,
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    pub keep_headers: Option<Spanned<Vec<String>>>,
+    pub retry_statuses: Option<Spanned<Vec<i64>>>,
+    pub follow_async: Option<Spanned<bool>>,
+    // `exec` (DESIGN §10)
+    pub command: Option<Spanned<Vec<String>>>,
+    pub stdin: Option<Spanned<String>>,
+    pub result_content_type: Option<Spanned<String>>,
+    pub env: Option<Spanned<Vec<String>>>,
+    pub working_dir: Option<Spanned<String>>,
+    pub max_output_bytes: Option<Spanned<i64>>,
+    pub retryable_exit_codes: Option<Spanned<Vec<i64>>>,
+    // both
+    pub max_concurrency: Option<Spanned<i64>>,
 }
 
 /// Reads and validates the file at `path`.
@@ -134,7 +151,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
     })
 }
 
-type At<'a> = dyn Fn(std::ops::Range<usize>, &str, String) -> ConfigError + 'a;
+pub(super) type At<'a> = dyn Fn(std::ops::Range<usize>, &str, String) -> ConfigError + 'a;
 
 fn server_section(raw: RawServer, at: &At<'_>) -> Result<ServerSection, ConfigError> {
     fn within<T: PartialOrd + Copy + std::fmt::Display>(
@@ -213,7 +230,7 @@ fn server_section(raw: RawServer, at: &At<'_>) -> Result<ServerSection, ConfigEr
 
 fn kind_settings(
     name: &str,
-    raw: RawKind,
+    mut raw: RawKind,
     span: std::ops::Range<usize>,
     folder: &Path,
     at: &At<'_>,
@@ -235,24 +252,17 @@ fn kind_settings(
     }
     let handler = match raw.handler.get_ref().as_str() {
         "external" => HandlerType::External,
-        "http" | "exec" => {
-            return Err(at(
-                raw.handler.span(),
-                &key("handler"),
-                format!(
-                    "handler `{}` is not available in this version of jobdock; use `external` (workers over HTTP)",
-                    raw.handler.get_ref()
-                ),
-            ))
-        }
+        "http" => HandlerType::Http,
+        "exec" => HandlerType::Exec,
         other => {
             return Err(at(
                 raw.handler.span(),
                 &key("handler"),
-                format!("unknown handler `{other}`; expected `external`"),
+                format!("unknown handler `{other}`; expected `external`, `http` or `exec`"),
             ))
         }
     };
+    let runner = super::runners::runner(name, handler, &mut raw, folder, at)?;
     let queue = match raw.queue {
         Some(queue) => {
             let text = queue.get_ref();
@@ -322,6 +332,7 @@ fn kind_settings(
         max_attempts,
         timeout_secs,
         payload_schema,
+        runner,
     })
 }
 

@@ -5,6 +5,7 @@
 //! declares kinds and may set any flag's value in `[server]`; a flag or environment variable wins over it.
 
 pub mod file;
+mod runners;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

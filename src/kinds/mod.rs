@@ -4,15 +4,19 @@
 //! A kind validates its payload before a job is accepted (an invalid one is answered 400 and nothing is
 //! stored), then runs on a worker. Built in: [`echo`], [`sleep`] and [`fail`], for trying jobdock out.
 //! Configured kinds (declared in `jobdock.toml`) are validated against their [`schema`] and run by
-//! external workers over HTTP; the [`Registry`] knows both.
+//! external workers over HTTP, by the [`http`] kind (an upstream service) or the [`exec`] kind (a
+//! command); the [`Registry`] knows them all.
 
 pub mod echo;
+pub mod exec;
 pub mod fail;
+pub mod http;
 mod registry;
 pub mod schema;
 pub mod sleep;
+pub mod template;
 
-pub use registry::{HandlerType, KindSpec, Lookup, Registry};
+pub use registry::{HandlerType, KindSpec, Lookup, Registry, Runner};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -48,6 +52,10 @@ pub trait Handler: Send + Sync + 'static {
 pub struct Output {
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Response headers served with the result (the `http` kind keeps some of the upstream's, and its
+    /// status as `Upstream-Status`). Names must be valid header names; values that cannot be header values
+    /// are dropped.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Output {
@@ -58,6 +66,7 @@ impl Output {
         Ok(Output {
             content_type: "application/json".to_owned(),
             body,
+            headers: Vec::new(),
         })
     }
 
@@ -66,6 +75,7 @@ impl Output {
         Output {
             content_type: content_type.into(),
             body: body.into(),
+            headers: Vec::new(),
         }
     }
 }
@@ -77,6 +87,20 @@ pub fn servable_content_type(content_type: &str) -> String {
         Ok(_) if !content_type.trim().is_empty() => content_type.to_owned(),
         _ => "application/octet-stream".to_owned(),
     }
+}
+
+/// The headers a result is stored and served with, as a JSON array of `[name, value]` pairs: those that
+/// can be a response header; `None` when there are none.
+pub fn servable_headers(headers: &[(String, String)]) -> Option<Value> {
+    let kept: Vec<Value> = headers
+        .iter()
+        .filter(|(name, value)| {
+            poem::http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                && poem::http::HeaderValue::from_str(value).is_ok()
+        })
+        .map(|(name, value)| serde_json::json!([name, value]))
+        .collect();
+    (!kept.is_empty()).then_some(Value::Array(kept))
 }
 
 /// Why an attempt did not produce a result.
@@ -92,6 +116,23 @@ pub enum JobError {
     /// The handler stopped because [`JobContext`] said so.
     #[error("stopped on request")]
     Cancelled,
+    /// A failure with more to say than a message: members for the job's `error` (e.g. the `http` kind's
+    /// `upstream_status`), and when to try again.
+    #[error("{}", .0.detail)]
+    Detailed(Box<Failure>),
+}
+
+/// What [`JobError::Detailed`] carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The problem's `title`.
+    pub title: String,
+    pub detail: String,
+    pub retryable: bool,
+    /// When to try again, overriding the backoff (an upstream's `Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
+    /// More members for the job's `error`.
+    pub members: serde_json::Map<String, Value>,
 }
 
 /// What a running job can see and do: who it is, report progress, learn that it should stop.

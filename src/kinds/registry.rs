@@ -15,6 +15,10 @@ pub enum HandlerType {
     Builtin,
     /// By external workers over HTTP (`POST /v1/worker/claim`).
     External,
+    /// In this process, by calling an upstream HTTP service ([`super::http`]).
+    Http,
+    /// In this process, by running a command ([`super::exec`]).
+    Exec,
 }
 
 impl HandlerType {
@@ -22,6 +26,8 @@ impl HandlerType {
         match self {
             HandlerType::Builtin => "builtin",
             HandlerType::External => "external",
+            HandlerType::Http => "http",
+            HandlerType::Exec => "exec",
         }
     }
 }
@@ -36,6 +42,18 @@ pub struct KindSpec {
     pub max_attempts: Option<i32>,
     pub timeout_secs: Option<i32>,
     pub payload_schema: Option<PayloadSchema>,
+    /// What runs its jobs in this process (`http` and `exec` kinds); `None` for `external` ones.
+    pub runner: Option<Runner>,
+}
+
+/// A configured kind's in-process handler.
+#[derive(Clone)]
+pub struct Runner(pub Arc<dyn Handler>);
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Runner").field(&self.0.kind()).finish()
+    }
 }
 
 impl KindSpec {
@@ -47,6 +65,7 @@ impl KindSpec {
             max_attempts: None,
             timeout_secs: None,
             payload_schema: None,
+            runner: None,
         }
     }
 }
@@ -96,7 +115,7 @@ impl Registry {
         self
     }
 
-    /// Adds kinds declared in the configuration.
+    /// Adds kinds declared in the configuration; the `http` and `exec` ones run in this process.
     ///
     /// # Errors
     /// When one has the name of a kind this process runs itself.
@@ -111,6 +130,9 @@ impl Registry {
                     kind.name
                 ));
             }
+            if let Some(runner) = &kind.runner {
+                self.handlers.insert(kind.name.clone(), runner.0.clone());
+            }
             self.configured.insert(kind.name.clone(), kind);
         }
         Ok(self)
@@ -121,12 +143,13 @@ impl Registry {
         self.handlers.get(kind)
     }
 
-    /// Where `kind` runs, if this process accepts it.
+    /// How `kind` is known, if this process accepts it: configured (with its defaults and schema), or
+    /// only as an in-process handler.
     pub fn lookup(&self, kind: &str) -> Option<Lookup<'_>> {
-        self.handlers
+        self.configured
             .get(kind)
-            .map(Lookup::InProcess)
-            .or_else(|| self.configured.get(kind).map(Lookup::Configured))
+            .map(Lookup::Configured)
+            .or_else(|| self.handlers.get(kind).map(Lookup::InProcess))
     }
 
     /// The kinds this process runs itself (what its workers claim), sorted.
@@ -143,6 +166,7 @@ impl Registry {
             .cloned()
             .collect();
         names.sort();
+        names.dedup();
         names
     }
 

@@ -118,9 +118,10 @@ pub async fn complete_and_claim(
            WHERE j.id = ANY(ARRAY[input.id]) AND j.lease_token = ANY(ARRAY[input.token]) \
            RETURNING j.id), \
          stored AS ( \
-           INSERT INTO results (job_id, content_type, body) \
-           SELECT input.id, input.content_type, input.body \
-           FROM unnest($1::uuid[], $3::text[], $4::bytea[]) AS input(id, content_type, body) \
+           INSERT INTO results (job_id, content_type, body, headers) \
+           SELECT input.id, input.content_type, input.body, input.headers \
+           FROM unnest($1::uuid[], $3::text[], $4::bytea[], $9::jsonb[]) \
+             AS input(id, content_type, body, headers) \
            JOIN done ON done.id = input.id \
            RETURNING job_id), \
          next AS ( \
@@ -160,6 +161,12 @@ pub async fn complete_and_claim(
     .bind(claim.limit)
     .bind(claim.lease.as_secs_f64())
     .bind(claim.worker_id)
+    .bind(
+        completions
+            .iter()
+            .map(|c| c.headers.as_ref())
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(pool)
     .await?;
     let mut step = Step::default();
@@ -259,6 +266,8 @@ pub struct Completion {
     pub lease: Lease,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Headers served with the result, as a JSON array of `[name, value]` pairs; `None` for none.
+    pub headers: Option<Value>,
 }
 
 /// Marks jobs `succeeded` and stores their results, in one statement (so one transaction), fenced by each

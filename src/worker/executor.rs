@@ -25,6 +25,8 @@ enum Outcome {
     Failed {
         error: Value,
         retryable: bool,
+        /// Overrides the backoff.
+        retry_after: Option<Duration>,
     },
     Cancelled,
     /// Nothing to write: the lease is gone, or shutdown releases the job.
@@ -87,6 +89,7 @@ async fn run_handler(
         return Outcome::Failed {
             error: attempt::failed(&format!("no handler for kind `{}`", job.kind), job.attempt),
             retryable: false,
+            retry_after: None,
         };
     };
     let ctx = JobContext::new(
@@ -107,6 +110,7 @@ async fn run_handler(
                     job.attempt,
                 ),
                 retryable: false,
+                retry_after: None,
             }
         }
     };
@@ -117,10 +121,26 @@ async fn run_handler(
         Ok(Ok(Err(JobError::Retryable(message)))) => Outcome::Failed {
             error: attempt::failed(&message, job.attempt),
             retryable: true,
+            retry_after: None,
         },
+        Ok(Ok(Err(JobError::Detailed(failure)))) => {
+            let mut error =
+                attempt::problem("job-failed", &failure.title, &failure.detail, job.attempt);
+            if let Value::Object(error) = &mut error {
+                for (key, value) in failure.members {
+                    error.entry(key).or_insert(value);
+                }
+            }
+            Outcome::Failed {
+                error,
+                retryable: failure.retryable,
+                retry_after: failure.retry_after,
+            }
+        }
         Ok(Ok(Err(JobError::Permanent(message)))) => Outcome::Failed {
             error: attempt::failed(&message, job.attempt),
             retryable: false,
+            retry_after: None,
         },
         Ok(Err(panic)) => {
             let message = panic
@@ -132,11 +152,13 @@ async fn run_handler(
             Outcome::Failed {
                 error: attempt::failed(&format!("the handler panicked: {message}"), job.attempt),
                 retryable: true,
+                retry_after: None,
             }
         }
         Err(_elapsed) => Outcome::Failed {
             error: attempt::timed_out(job.attempt, job.timeout_secs),
             retryable: true,
+            retry_after: None,
         },
     }
 }
@@ -191,6 +213,7 @@ async fn try_write(
                 lease,
                 content_type: crate::kinds::servable_content_type(&output.content_type),
                 body: output.body.clone(),
+                headers: crate::kinds::servable_headers(&output.headers),
             };
             let (reply, answer) = tokio::sync::oneshot::channel();
             let handed = shared.finished.send(Finished { completion, reply }).await;
@@ -202,10 +225,14 @@ async fn try_write(
                 Err(_) => Err(WriteFailed::DispatcherGone),
             }
         }
-        Outcome::Failed { error, retryable } => {
+        Outcome::Failed {
+            error,
+            retryable,
+            retry_after,
+        } => {
             let failure = Failure {
                 retryable: *retryable,
-                retry_after: None,
+                retry_after: *retry_after,
             };
             let moved = attempt::fail(
                 pool,

@@ -93,6 +93,7 @@ pub fn lease_of(job: &ClaimedJob) -> Lease {
 
 pub fn completion(lease: Lease, body: &str) -> Completion {
     Completion {
+        headers: None,
         lease,
         content_type: "text/plain".to_owned(),
         body: body.as_bytes().to_vec(),

@@ -201,6 +201,7 @@ impl JobsApi {
             Ok(ResultLookup::Found(result)) => GetJobResultResponse::Ok(ResultBody {
                 content_type: result.content_type,
                 body: result.body,
+                headers: result.headers,
             }),
             Ok(ResultLookup::NotReady(status)) => {
                 let detail = if status.is_terminal() {

@@ -142,6 +142,7 @@ pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<New
             None
         }
         Lookup::Configured(spec) => {
+            let runner = spec.runner.as_ref();
             if let Some(schema) = &spec.payload_schema {
                 let errors = schema.violations(&payload);
                 if let Some(first) = errors.first() {
@@ -162,6 +163,10 @@ pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<New
                         errors,
                     });
                 }
+            }
+            // What the schema cannot say: a field the URL template or argv needs.
+            if let Some(runner) = runner {
+                runner.0.validate(&payload)?;
             }
             Some(spec)
         }

@@ -225,6 +225,8 @@ pub struct BatchAccepted {
 pub struct ResultBody {
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Stored with the result (e.g. an `http` kind's kept upstream headers and `Upstream-Status`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Payload for ResultBody {
@@ -238,8 +240,18 @@ impl Payload for ResultBody {
 
 impl IntoResponse for ResultBody {
     fn into_response(self) -> Response {
-        Response::builder()
+        let mut response = Response::builder()
             .content_type(self.content_type)
-            .body(self.body)
+            .body(self.body);
+        for (name, value) in self.headers {
+            // Checked when stored; a row edited by hand is served without what does not fit.
+            if let (Ok(name), Ok(value)) = (
+                poem::http::HeaderName::from_bytes(name.as_bytes()),
+                poem::http::HeaderValue::from_str(&value),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+        response
     }
 }
