@@ -9,6 +9,7 @@
 //! ```
 
 mod external;
+mod facade;
 mod http;
 mod pgbench;
 mod report;
@@ -65,6 +66,9 @@ enum Scenario {
     /// N pre-enqueued jobs of an external kind drained by HTTP workers (claim batches, one `complete` per
     /// job) → jobs/s; baseline: the in-process drain of as many jobs.
     External(external::ExternalArgs),
+    /// N pre-enqueued jobs of an `http` kind in front of a local upstream that answers at once → jobs/s
+    /// and claim→result time; baseline: the in-process `echo` drain of as many jobs.
+    Http(facade::FacadeArgs),
     /// `drain` and `pickup` again with many finished jobs already in the table.
     Aged(scenarios::AgedArgs),
     /// Every scenario at its defaults.
@@ -103,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Status(args) => scenarios::status(&common, &args).await,
         Scenario::Aged(args) => scenarios::aged(&common, &args).await,
         Scenario::External(args) => external::external(&common, &args).await,
+        Scenario::Http(args) => facade::facade(&common, &args).await,
         Scenario::All => {
             let submit = scenarios::SubmitArgs::default();
             scenarios::submit(&common, &submit).await?;
@@ -112,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             scenarios::pickup(&common, &scenarios::PickupArgs::default()).await?;
             scenarios::status(&common, &submit).await?;
             external::external(&common, &external::ExternalArgs::default()).await?;
+            facade::facade(&common, &facade::FacadeArgs::default()).await?;
             scenarios::aged(&common, &scenarios::AgedArgs::default()).await
         }
         Scenario::ServeForBench {

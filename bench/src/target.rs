@@ -80,7 +80,21 @@ impl Server {
         workers: usize,
         registry: Registry,
     ) -> anyhow::Result<Server> {
-        let app = Application::build(settings(&database.url, workers)?, registry).await?;
+        Server::start_with(database, workers, registry, "").await
+    }
+
+    /// As [`Server::start`], with more kinds declared in `config` (`jobdock.toml` text).
+    pub async fn start_with(
+        database: &BenchDatabase,
+        workers: usize,
+        registry: Registry,
+        config: &str,
+    ) -> anyhow::Result<Server> {
+        let mut settings = settings(&database.url, workers)?;
+        let extra =
+            jobdock::config::file::parse(std::path::Path::new("jobdock-bench.toml"), config)?;
+        settings.kinds.extend(extra.kinds);
+        let app = Application::build(settings, registry).await?;
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {

@@ -95,3 +95,10 @@ fn the_external_scenario_runs() {
             > 0.0
     );
 }
+
+#[test]
+fn the_http_scenario_runs() {
+    let http = run_scenario(&["http", "--jobs", "100", "--workers", "20"]);
+    assert!(http["median"]["jobs_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(http["median"]["echo_drain_jobs_per_sec"].as_f64().unwrap() > 0.0);
+}
