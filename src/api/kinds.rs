@@ -1,6 +1,7 @@
 //! The kinds this deployment accepts: `GET /v1/kinds` and `GET /v1/kinds/{kind}`, so clients and forms can
 //! be built from them (the payload schema, the defaults a submission gets).
 
+use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
@@ -55,6 +56,10 @@ pub struct KindInfo {
     /// The JSON Schema (draft 2020-12) a payload must meet; null when the kind checks payloads itself.
     #[oai(nullable)]
     pub payload_schema: Option<Value>,
+    /// Until when no job of this kind starts, because its upstream asked for air (a 429 or 503 with
+    /// `Retry-After`); null when not paused.
+    #[oai(nullable)]
+    pub paused_until: Option<DateTime<Utc>>,
 }
 
 impl From<KindSpec> for KindInfo {
@@ -71,6 +76,7 @@ impl From<KindSpec> for KindInfo {
                 .timeout_secs
                 .unwrap_or(crate::job::DEFAULT_TIMEOUT_SECS),
             payload_schema: spec.payload_schema.map(|schema| schema.json().clone()),
+            paused_until: None,
             name: spec.name,
         }
     }
@@ -118,12 +124,16 @@ impl KindsApi {
     /// with how it runs, its defaults and its payload schema.
     #[oai(path = "/v1/kinds", method = "get", operation_id = "list_kinds")]
     async fn list_kinds(&self) -> ListKindsResponse {
+        let paused = match crate::store::kind_pauses::paused(&self.state.pool).await {
+            Ok(paused) => paused,
+            Err(err) => return Problem::from_db(&err).into(),
+        };
         let kinds = self
             .state
             .registry
             .specs()
             .into_iter()
-            .map(KindInfo::from)
+            .map(|spec| with_pause(spec.into(), &paused))
             .collect();
         ListKindsResponse::Ok(Json(KindList { kinds }))
     }
@@ -139,7 +149,10 @@ impl KindsApi {
         kind: Path<String>,
     ) -> GetKindResponse {
         match self.state.registry.spec(&kind.0) {
-            Some(spec) => GetKindResponse::Ok(Json(spec.into())),
+            Some(spec) => match crate::store::kind_pauses::paused(&self.state.pool).await {
+                Ok(paused) => GetKindResponse::Ok(Json(with_pause(spec.into(), &paused))),
+                Err(err) => Problem::from_db(&err).into(),
+            },
             None => Problem::not_found(format!(
                 "this deployment accepts no kind `{}`; GET /v1/kinds lists those it does",
                 kind.0.replace('\0', "\u{FFFD}")
@@ -147,4 +160,12 @@ impl KindsApi {
             .into(),
         }
     }
+}
+
+fn with_pause(mut kind: KindInfo, paused: &[(String, DateTime<Utc>)]) -> KindInfo {
+    kind.paused_until = paused
+        .iter()
+        .find(|(name, _)| *name == kind.name)
+        .map(|(_, until)| *until);
+    kind
 }

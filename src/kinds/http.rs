@@ -1,7 +1,8 @@
 //! The `http` kind (DESIGN §9): jobdock in front of a slow HTTP backend. Each attempt is one exchange with
 //! the upstream (or, with `follow_async`, a chain that polls the upstream's own status monitor); a 2xx is
 //! the result, kept with its content type, some of its headers and its status; `retry_statuses`,
-//! connection errors and timeouts retry, honouring `Retry-After`; anything else fails the job.
+//! connection errors and timeouts retry, honouring `Retry-After`; anything else fails the job. A 429 or
+//! 503 with `Retry-After` also pauses the whole kind on every replica (back-pressure).
 //!
 //! Where requests go is fixed by the operator: scheme, host and port come from the configuration only,
 //! and a payload fills path segments (percent-encoded, `/` included). Redirects are never followed.
@@ -173,7 +174,7 @@ impl HttpKind {
                     .await;
             }
         }
-        self.judge(response).await
+        self.judge(ctx, response).await
     }
 
     /// Polls an upstream's status monitor at `location` until it gives the result.
@@ -221,14 +222,18 @@ impl HttpKind {
                     .send()
                     .await
                     .map_err(|err| self.unreachable(&err))?;
-                return self.judge(response).await;
+                return self.judge(ctx, response).await;
             }
-            return self.judge(response).await;
+            return self.judge(ctx, response).await;
         }
     }
 
     /// A final answer: 2xx is the result; a retry status retries; anything else fails the job.
-    async fn judge(&self, response: reqwest::Response) -> Result<Output, JobError> {
+    async fn judge(
+        &self,
+        ctx: &JobContext,
+        response: reqwest::Response,
+    ) -> Result<Output, JobError> {
         let status = response.status();
         let headers = response.headers().clone();
         let body = read_limited(response).await?;
@@ -259,6 +264,16 @@ impl HttpKind {
         }
         let excerpt = excerpt(&body);
         if self.settings.retry_statuses.contains(&status.as_u16()) {
+            let wait = retry_after(&headers);
+            // An upstream that asks for air gets it from every replica at once, not job by job.
+            if let Some(wait) = wait.filter(|_| {
+                matches!(
+                    status,
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                )
+            }) {
+                ctx.pause_kind(wait).await;
+            }
             let mut members = Map::new();
             members.insert("upstream_status".into(), json!(status.as_u16()));
             members.insert("upstream_body".into(), json!(excerpt));
@@ -266,7 +281,7 @@ impl HttpKind {
                 title: "The upstream asked to try again".to_owned(),
                 detail: format!("the upstream answered {status}; retrying"),
                 retryable: true,
-                retry_after: retry_after(&headers),
+                retry_after: wait,
                 members,
             })));
         }

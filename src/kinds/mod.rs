@@ -22,7 +22,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
 use uuid::Uuid;
 
 use crate::store::leases::{self, Lease};
@@ -138,6 +140,7 @@ pub struct Failure {
 /// What a running job can see and do: who it is, report progress, learn that it should stop.
 #[derive(Clone)]
 pub struct JobContext {
+    kind: String,
     id: Uuid,
     attempt: i32,
     max_attempts: i32,
@@ -157,7 +160,9 @@ impl std::fmt::Debug for JobContext {
 }
 
 impl JobContext {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        kind: String,
         id: Uuid,
         attempt: i32,
         max_attempts: i32,
@@ -166,6 +171,7 @@ impl JobContext {
         stop: CancellationToken,
     ) -> Self {
         JobContext {
+            kind,
             id,
             attempt,
             max_attempts,
@@ -177,6 +183,21 @@ impl JobContext {
 
     pub fn id(&self) -> Uuid {
         self.id
+    }
+
+    /// The job's kind.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// Pauses the job's whole kind for `length`: until then no replica claims its jobs (they wait without
+    /// spending attempts). For back-pressure from a dependency that asked for air, e.g. an upstream's 429
+    /// or 503 with `Retry-After`. Advisory: a failed write is logged, not returned.
+    pub async fn pause_kind(&self, length: Duration) {
+        match crate::store::kind_pauses::pause(&self.pool, &self.kind, length).await {
+            Ok(until) => tracing::info!(kind = %self.kind, %until, "kind paused by back-pressure"),
+            Err(err) => tracing::warn!(kind = %self.kind, error = %err, "pausing the kind failed"),
+        }
     }
 
     /// Which attempt this is, from 1.

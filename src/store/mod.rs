@@ -4,6 +4,7 @@
 //! - [`db`]: connecting, creating the database, migrations, readiness.
 //! - [`jobs`]: inserting, reading, listing, cancelling and deleting jobs (the API's side).
 //! - [`external`]: the external workers' claims, heartbeats and completions over HTTP.
+//! - [`kind_pauses`]: kinds paused by their upstream's back-pressure.
 //! - [`leases`]: claiming, heartbeats, completion, failure and release (the workers' side, fenced by the
 //!   lease token).
 //! - [`maintenance`]: rescuing expired leases and pruning finished jobs.
@@ -14,6 +15,7 @@ pub mod db;
 pub mod error;
 pub mod external;
 pub mod jobs;
+pub mod kind_pauses;
 pub mod leases;
 pub mod maintenance;
 pub mod notify;

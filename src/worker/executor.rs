@@ -93,6 +93,7 @@ async fn run_handler(
         };
     };
     let ctx = JobContext::new(
+        job.kind.clone(),
         job.id,
         job.attempt,
         job.max_attempts,

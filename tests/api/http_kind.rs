@@ -15,6 +15,7 @@ use crate::configured::app_with_config;
 #[derive(Default)]
 struct Seen {
     busy_calls: AtomicUsize,
+    air_calls: AtomicUsize,
     status_polls: AtomicUsize,
     idempotency_keys: Mutex<Vec<String>>,
 }
@@ -68,6 +69,18 @@ fn busy(request: &Request, seen: Data<&Arc<Seen>>) -> Response {
             .body("busy")
     } else {
         Response::builder().content_type("text/plain").body("done")
+    }
+}
+
+#[handler]
+fn air(seen: Data<&Arc<Seen>>) -> Response {
+    if seen.air_calls.fetch_add(1, Ordering::SeqCst) == 0 {
+        Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("Retry-After", "2")
+            .finish()
+    } else {
+        Response::builder().body("breathing")
     }
 }
 
@@ -142,6 +155,7 @@ async fn upstream() -> (String, Arc<Seen>) {
     let routes = Route::new()
         .at("/echo/:name", poem::post(echo))
         .at("/busy", poem::post(busy))
+        .at("/air", poem::post(air))
         .at("/refuse", poem::post(refuse))
         .at("/redirect", poem::post(redirect))
         .at("/async", poem::post(start_async))
@@ -201,6 +215,10 @@ payload_schema = {{ type = "object", required = ["customer"] }}
 handler = "http"
 url = "{base}/busy"
 max_attempts = 3
+
+[kinds.air]
+handler = "http"
+url = "{base}/air"
 
 [kinds.refuse]
 handler = "http"
@@ -404,4 +422,57 @@ async fn a_huge_or_garbage_answer_fails_only_its_own_job_with_a_clear_error() {
         "{monitor}"
     );
     app.wait_for_status(fine, "succeeded").await;
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_pauses_the_whole_kind_and_its_waiting_jobs_spend_no_attempt() {
+    let (base, seen) = upstream().await;
+    let app = app_with_config(&config(&base)).await;
+    let first = app.submit(json!({"kind": "air"})).await;
+    // The first attempt got 429 + Retry-After: 2, and is queued for a retry.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.monitor(first).await["error"]["upstream_status"] == 429
+        })
+        .await
+    );
+    let kind: Value = app
+        .client
+        .get(app.url("/v1/kinds/air"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paused_until: chrono::DateTime<chrono::Utc> = kind["paused_until"]
+        .as_str()
+        .expect("paused_until is set")
+        .parse()
+        .unwrap();
+    assert!(paused_until > chrono::Utc::now());
+    let second = app.submit(json!({"kind": "air"})).await;
+    let first = app.wait_for_status(first, "succeeded").await;
+    let second = app.wait_for_status(second, "succeeded").await;
+    assert_eq!(second["attempt"], 1, "the waiting job spent no attempt");
+    for monitor in [&first, &second] {
+        let started: chrono::DateTime<chrono::Utc> =
+            monitor["started_at"].as_str().unwrap().parse().unwrap();
+        assert!(
+            started >= paused_until,
+            "{monitor} started during the pause"
+        );
+    }
+    assert_eq!(seen.air_calls.load(Ordering::SeqCst), 3);
+    // Other kinds were never paused.
+    let report: Value = app
+        .client
+        .get(app.url("/v1/kinds/report"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["paused_until"], Value::Null);
 }
