@@ -230,6 +230,11 @@ impl TestApp {
 
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
+        self.shut_down().await;
+    }
+
+    /// Stops the server gracefully and waits for it, keeping the database and pool for inspection.
+    pub async fn shut_down(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
