@@ -141,6 +141,8 @@ pub struct Failure {
 #[derive(Clone)]
 pub struct JobContext {
     kind: String,
+    /// This process's paused kinds, so a pause holds here at once.
+    pauses: Option<crate::worker::pauses::Pauses>,
     id: Uuid,
     attempt: i32,
     max_attempts: i32,
@@ -172,6 +174,7 @@ impl JobContext {
     ) -> Self {
         JobContext {
             kind,
+            pauses: None,
             id,
             attempt,
             max_attempts,
@@ -179,6 +182,12 @@ impl JobContext {
             pool,
             stop,
         }
+    }
+
+    /// Makes [`JobContext::pause_kind`] take effect in this process at once.
+    pub(crate) fn with_pauses(mut self, pauses: crate::worker::pauses::Pauses) -> Self {
+        self.pauses = Some(pauses);
+        self
     }
 
     pub fn id(&self) -> Uuid {
@@ -195,7 +204,12 @@ impl JobContext {
     /// or 503 with `Retry-After`. Advisory: a failed write is logged, not returned.
     pub async fn pause_kind(&self, length: Duration) {
         match crate::store::kind_pauses::pause(&self.pool, &self.kind, length).await {
-            Ok(until) => tracing::info!(kind = %self.kind, %until, "kind paused by back-pressure"),
+            Ok(until) => {
+                if let Some(pauses) = &self.pauses {
+                    pauses.record(&self.kind, until);
+                }
+                tracing::info!(kind = %self.kind, %until, "kind paused by back-pressure")
+            }
             Err(err) => tracing::warn!(kind = %self.kind, error = %err, "pausing the kind failed"),
         }
     }

@@ -186,6 +186,13 @@ impl Registry {
         }
     }
 
+    /// True when some kind this process runs can be paused by back-pressure (an `http` kind).
+    pub fn can_pause(&self) -> bool {
+        self.configured
+            .values()
+            .any(|spec| spec.handler == HandlerType::Http)
+    }
+
     /// True when `kind` is declared for external workers.
     pub fn is_external(&self, kind: &str) -> bool {
         self.configured

@@ -1,5 +1,5 @@
 //! Kind pauses (DESIGN §9 back-pressure): until a kind's `paused_until`, claims on every replica skip its
-//! jobs (the claim statement in [`super::leases`] reads this table).
+//! jobs (each runtime reads this table, `crate::worker::pauses`, and leaves paused kinds out of its claims).
 
 use std::time::Duration;
 

@@ -127,7 +127,6 @@ pub async fn complete_and_claim(
          next AS ( \
            SELECT ctid FROM jobs \
            WHERE status = 'queued' AND run_at <= now() AND kind = ANY($5) \
-             AND NOT kind = ANY(ARRAY(SELECT kind FROM kind_pauses WHERE paused_until > now())) \
            ORDER BY priority DESC, run_at, id \
            LIMIT $6 \
            FOR UPDATE SKIP LOCKED), \

@@ -241,7 +241,10 @@ impl Dispatcher {
             })
             .unzip();
         let shared = self.shared.clone();
-        let kinds = self.kinds.clone();
+        let kinds: Arc<[String]> = match self.shared.pauses.unpaused(&self.kinds) {
+            Some(unpaused) => unpaused.into(),
+            None => self.kinds.clone(),
+        };
         let wakes = self.wakes;
         self.in_flight.push(Box::pin(async move {
             let claim = Claim {

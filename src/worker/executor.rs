@@ -100,7 +100,8 @@ async fn run_handler(
         lease,
         shared.pool.clone(),
         stop,
-    );
+    )
+    .with_pauses(shared.pauses.clone());
     let timeout = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(1).max(1));
     let payload: Value = match serde_json::from_str(&job.payload) {
         Ok(payload) => payload,

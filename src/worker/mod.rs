@@ -9,6 +9,7 @@
 //!   leases.
 //! - [`listener`]: LISTEN/NOTIFY, which wakes the dispatcher and reaches cancelled jobs at once.
 //! - [`signals`]: "jobs are due" hints for other waiters in the process (external workers' claims).
+//! - [`pauses`]: kinds paused by back-pressure, left out of claims until their pause ends.
 //! - [`running`]: the jobs this process is running.
 
 mod dispatch;
@@ -16,6 +17,7 @@ pub mod executor;
 mod handoff;
 mod heartbeat;
 mod listener;
+pub mod pauses;
 pub mod running;
 pub mod signals;
 
@@ -80,6 +82,8 @@ pub(crate) struct Shared {
     pub signals: signals::SignalSender,
     /// Where executors hand results to the dispatcher.
     pub finished: mpsc::Sender<handoff::Finished>,
+    /// Kinds the dispatcher does not claim for now.
+    pub pauses: pauses::Pauses,
 }
 
 /// A running worker pool. Call [`WorkerPool::shutdown`] to stop it gracefully.
@@ -108,6 +112,7 @@ impl WorkerPool {
             running: Running::default(),
             wake: Notify::new(),
             signals: signal_sender,
+            pauses: pauses::Pauses::default(),
         });
         let stop_claiming = CancellationToken::new();
         let stop_now = CancellationToken::new();
@@ -115,6 +120,13 @@ impl WorkerPool {
         let mut background = JoinSet::new();
         background.spawn(heartbeat::run(shared.clone(), stop_background.clone()));
         background.spawn(listener::run(shared.clone(), stop_background.clone()));
+        if shared.registry.can_pause() {
+            background.spawn(pauses::refresh(
+                shared.pool.clone(),
+                shared.pauses.clone(),
+                stop_background.clone(),
+            ));
+        }
         let stop = dispatch::Stop {
             claiming: stop_claiming.clone(),
             now: stop_now.clone(),
