@@ -3,13 +3,15 @@
 //! monitor that redirects to the result (the Asynchronous Request-Reply pattern).
 //!
 //! A map of the crate:
-//! - [`config`]: settings from flags and environment, validated once.
+//! - [`config`]: settings from flags, environment and `jobdock.toml` (kinds, `[server]`), validated once.
 //! - [`batch`]: group commit — many callers' items flushed in one statement.
 //! - [`app`]: wiring — connect, migrate, serve the API and run workers, shut down gracefully.
-//! - [`api`]: the HTTP API (poem-openapi), its OpenAPI document and Swagger UI.
+//! - [`api`]: the HTTP API (poem-openapi) by resource (jobs, kinds, the external-worker protocol), its
+//!   OpenAPI document and Swagger UI.
 //! - [`attempt`]: how an attempt ends — retry policy, the `error` shape, failed/cancelled/requeued writes.
 //! - [`job`]: the job, its status machine, and a validated request to create one.
-//! - [`kinds`]: the [`Handler`] trait, the [`Registry`] of kinds, and the built-in kinds.
+//! - [`kinds`]: the [`Handler`] trait, the [`Registry`] of kinds, payload schemas, the built-in kinds and
+//!   the configured `http` and `exec` kinds.
 //! - [`worker`]: the runtime — dispatcher (claims and results in one statement), executor, heartbeats, LISTEN/NOTIFY.
 //! - [`maintenance`]: rescue of expired leases, pruning, statistics: a service on every replica.
 //! - [`store`]: all SQL.

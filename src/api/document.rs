@@ -79,6 +79,32 @@ fn close_request_schemas(document: &mut Value) {
             schema.insert("pattern".to_owned(), Value::from("^[^\\x00]*$"));
         }
     }
+    // Swagger UI builds its "Try it out" body from the schema, and a `pattern` makes it invent a random
+    // kind that the server then refuses: give it real examples to start from.
+    if let Some(schema) = document
+        .pointer_mut("/components/schemas/SubmitJob")
+        .and_then(Value::as_object_mut)
+    {
+        schema.insert(
+            "example".to_owned(),
+            json!({"kind": "echo", "payload": {"hello": "world"}}),
+        );
+    }
+    if let Some(kind) = document
+        .pointer_mut("/components/schemas/SubmitJob/properties/kind")
+        .and_then(Value::as_object_mut)
+    {
+        kind.insert("example".to_owned(), Value::from("echo"));
+    }
+    if let Some(batch) = document
+        .pointer_mut("/components/schemas/SubmitBatch")
+        .and_then(Value::as_object_mut)
+    {
+        batch.insert(
+            "example".to_owned(),
+            json!({"jobs": [{"kind": "echo", "payload": {"n": 1}}, {"kind": "sleep", "payload": {"ms": 1000}}]}),
+        );
+    }
 }
 
 /// poem-openapi writes response header names upper-cased (`LOCATION`); HTTP does not care, but people

@@ -140,3 +140,22 @@ fn request_schemas_say_unknown_fields_are_rejected() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_documents_example_submissions_are_accepted_as_they_stand() {
+    // Swagger UI's "Try it out" starts from these examples: they must work out of the box.
+    let app = spawn_app().await;
+    let document: Value = serde_yaml::from_str(&committed_yaml()).unwrap();
+    let single = document["components"]["schemas"]["SubmitJob"]["example"].clone();
+    assert_eq!(single["kind"], "echo");
+    assert_eq!(app.post_job(single).await.status(), 202);
+    let batch = document["components"]["schemas"]["SubmitBatch"]["example"].clone();
+    let response = app
+        .client
+        .post(app.url("/v1/jobs/batch"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}

@@ -320,6 +320,18 @@ async fn an_idempotency_key_over_255_characters_is_400() {
 }
 
 #[tokio::test]
+async fn a_non_ascii_idempotency_key_is_400_not_silently_ignored() {
+    let app = spawn_app().await;
+    let key = reqwest::header::HeaderValue::from_bytes("clé-ünïcode".as_bytes()).unwrap();
+    let request = app
+        .client
+        .post(app.url("/v1/jobs"))
+        .header("Idempotency-Key", key)
+        .json(&json!({"kind": "echo"}));
+    assert_rejected_and_nothing_stored(&app, request, 400).await;
+}
+
+#[tokio::test]
 async fn an_unreachable_database_is_503_with_retry_after_and_no_hang() {
     // A server whose database is a closed port: every query fails to connect.
     let pool = sqlx::postgres::PgPoolOptions::new()

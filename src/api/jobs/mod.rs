@@ -70,6 +70,15 @@ impl JobsApi {
         #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
         idempotency_key: Header<Option<String>>,
     ) -> SubmitJobResponse {
+        // A header that is not text (non-ASCII bytes) reaches us as no header at all: refuse it rather
+        // than store a duplicate the client meant to prevent.
+        if idempotency_key.0.is_none() && request.headers().contains_key("idempotency-key") {
+            return Problem::bad_request(
+                "Idempotency-Key must be printable ASCII (up to 255 characters); encode other characters, \
+                 e.g. as a UUID or base64",
+            )
+            .into();
+        }
         let submit = match parse_submission(body.0 .0) {
             Ok(submit) => submit,
             Err(detail) => return Problem::bad_request(detail).into(),
