@@ -233,8 +233,11 @@ fn a_command_that_is_not_found_or_a_key_of_another_handler_is_a_config_error() {
     assert_eq!(err.key, "kinds.x.url", "{err}");
 }
 
-#[tokio::test]
-async fn shutdown_kills_the_whole_process_group_and_releases_the_job() {
+/// A server running one job of a kind whose command forks a grandchild; returns the server, the job and
+/// the grandchild's pid once it has started.
+async fn running_fork(
+    configure: impl FnOnce(&mut jobdock::Settings) + Send + 'static,
+) -> (TestApp, uuid::Uuid, String) {
     let pids = pid_file();
     let text = format!(
         "[kinds.forks]\nhandler = \"exec\"\ncommand = [\"sh\", \"-c\", \"sleep 300 & echo $! > {pids}; wait\"]\nstdin = \"none\"\n"
@@ -242,7 +245,7 @@ async fn shutdown_kills_the_whole_process_group_and_releases_the_job() {
     let file = jobdock::config::file::parse(Path::new("j.toml"), &text).unwrap();
     let app = spawn_app_with(move |settings| {
         settings.kinds = file.kinds;
-        settings.shutdown_grace = Duration::from_millis(300);
+        configure(settings);
     })
     .await;
     let id = app.submit(json!({"kind": "forks"})).await;
@@ -253,7 +256,13 @@ async fn shutdown_kills_the_whole_process_group_and_releases_the_job() {
         .await
     );
     let grandchild = std::fs::read_to_string(&pids).unwrap().trim().to_owned();
-    let mut app = app;
+    (app, id, grandchild)
+}
+
+#[tokio::test]
+async fn shutdown_kills_the_whole_process_group_and_releases_the_job() {
+    let (mut app, id, grandchild) =
+        running_fork(|settings| settings.shutdown_grace = Duration::from_millis(300)).await;
     app.shut_down().await;
     let gone = eventually(Duration::from_secs(10), || async { !alive(&grandchild) }).await;
     assert!(gone, "grandchild {grandchild} outlived the shutdown");
@@ -267,24 +276,8 @@ async fn shutdown_kills_the_whole_process_group_and_releases_the_job() {
 
 #[tokio::test]
 async fn a_lost_lease_kills_the_whole_process_group() {
-    let pids = pid_file();
-    let text = format!(
-        "[kinds.forks]\nhandler = \"exec\"\ncommand = [\"sh\", \"-c\", \"sleep 300 & echo $! > {pids}; wait\"]\nstdin = \"none\"\n"
-    );
-    let file = jobdock::config::file::parse(Path::new("j.toml"), &text).unwrap();
-    let app = spawn_app_with(move |settings| {
-        settings.kinds = file.kinds;
-        settings.lease = Duration::from_millis(600);
-    })
-    .await;
-    let id = app.submit(json!({"kind": "forks"})).await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            std::fs::read_to_string(&pids).is_ok_and(|p| !p.trim().is_empty())
-        })
-        .await
-    );
-    let grandchild = std::fs::read_to_string(&pids).unwrap().trim().to_owned();
+    let (app, id, grandchild) =
+        running_fork(|settings| settings.lease = Duration::from_millis(600)).await;
     // Another worker took the job over (as after a rescue): this worker's next heartbeat finds its
     // lease gone and stops the command.
     sqlx::query("UPDATE jobs SET lease_token = gen_random_uuid() WHERE id = $1")

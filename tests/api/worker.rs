@@ -63,6 +63,21 @@ impl TestApp {
     }
 }
 
+/// Submits `n` thumbnail jobs in one batch.
+async fn submit_thumbnails(app: &TestApp, n: usize) {
+    let jobs: Vec<Value> = (0..n)
+        .map(|n| thumbnail(&format!("https://example.com/{n}.png")))
+        .collect();
+    let response = app
+        .client
+        .post(app.url("/v1/jobs/batch"))
+        .json(&json!({"jobs": jobs}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}
+
 fn thumbnail(url: &str) -> Value {
     json!({"kind": "thumbnail", "payload": {"url": url}})
 }
@@ -178,17 +193,7 @@ async fn a_long_poll_returns_early_when_a_job_arrives_and_empty_after_wait_secs(
 #[tokio::test]
 async fn two_workers_never_get_the_same_job() {
     let app = app().await;
-    let jobs: Vec<Value> = (0..40)
-        .map(|n| thumbnail(&format!("https://example.com/{n}.png")))
-        .collect();
-    let response = app
-        .client
-        .post(app.url("/v1/jobs/batch"))
-        .json(&json!({"jobs": jobs}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    submit_thumbnails(&app, 40).await;
     let claims: Vec<_> = (0..8)
         .map(|n| {
             let client = app.client.clone();
@@ -631,17 +636,7 @@ async fn a_result_over_the_limit_is_413_and_not_stored() {
 #[tokio::test]
 async fn concurrent_completions_each_store_one_result_even_when_one_is_repeated_at_once() {
     let app = app().await;
-    let jobs: Vec<Value> = (0..50)
-        .map(|n| thumbnail(&format!("https://example.com/{n}.png")))
-        .collect();
-    let response = app
-        .client
-        .post(app.url("/v1/jobs/batch"))
-        .json(&json!({"jobs": jobs}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    submit_thumbnails(&app, 50).await;
     let claimed = app.claim(json!({"max_jobs": 50})).await;
     assert_eq!(claimed.len(), 50);
     // Every job once, and the first one twice more, all at the same time.
