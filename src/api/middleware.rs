@@ -31,6 +31,17 @@ pub(super) async fn middleware<E: Endpoint>(
             Err(too_large) => too_large,
             Ok(()) => match endpoint.call(request).await {
                 Ok(response) => response.into_response(),
+                Err(err) if err.is::<poem::error::ParsePathError>() => {
+                    // A path segment that does not decode (`%ff`) names nothing that exists: the same 404
+                    // as any other malformed id.
+                    problem_response(
+                        if path.starts_with("/v1/jobs/") || path.starts_with("/v1/worker/jobs/") {
+                            Problem::job_not_found()
+                        } else {
+                            Problem::not_found("no such resource")
+                        },
+                    )
+                }
                 Err(err) => {
                     let mut response = problem_response(Problem::from_extractor_error(&err, false));
                     if err.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {

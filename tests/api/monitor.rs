@@ -172,7 +172,13 @@ async fn an_unknown_job_id_is_404() {
 #[tokio::test]
 async fn a_malformed_job_id_is_404() {
     let app = spawn_app().await;
-    for path in ["/v1/jobs/not-a-uuid", "/v1/jobs/123/result", "/v1/jobs/%00"] {
+    for path in [
+        "/v1/jobs/not-a-uuid",
+        "/v1/jobs/123/result",
+        "/v1/jobs/%00",
+        "/v1/jobs/%ff",
+        "/v1/jobs/%ff/result",
+    ] {
         let response = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
         let problem: Value = response.json().await.unwrap();
