@@ -5,6 +5,7 @@
 //! - [`kinds`]: the kinds this deployment accepts (`GET /v1/kinds`).
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`problem`]: the problem-details error shape, used by every error answer.
+//! - [`wording`]: poem-openapi's messages in the API's own words.
 //! - [`document`]: the OpenAPI document as served and committed.
 //! - [`middleware`]: what every request passes (body limit, errors outside operations, caching).
 
@@ -14,6 +15,7 @@ pub mod jobs;
 pub mod kinds;
 mod middleware;
 pub mod problem;
+pub mod wording;
 pub mod worker;
 
 pub use document::{document, Document};

@@ -144,7 +144,8 @@ impl Problem {
             }
             return Problem::bad_request(format!(
                 "parameter `{}` is invalid: {}",
-                param.name, param.reason
+                param.name,
+                super::wording::plain(&param.reason)
             ));
         }
         if let Some(path) = err.downcast_ref::<ParsePathError>() {
@@ -215,22 +216,13 @@ impl Problem {
     }
 }
 
-/// poem-openapi's messages name internal types (`failed to parse "SubmitJob": ...`); keep what a client can
-/// act on.
+/// poem-openapi's messages name internal types and validator syntax; say what a client can act on.
 fn clean_payload_reason(reason: &str) -> String {
-    let reason = reason.trim();
-    let stripped = match reason.strip_prefix("failed to parse \"") {
-        Some(rest) => rest
-            .split_once("\": ")
-            .map(|(_, tail)| tail)
-            .unwrap_or(rest),
-        None => reason,
-    };
-    let stripped = stripped.trim();
-    if stripped.is_empty() {
+    let plain = super::wording::plain(reason);
+    if plain.is_empty() {
         "the request body is not valid JSON".to_owned()
     } else {
-        format!("the request body is invalid: {stripped}")
+        format!("the request body is invalid: {plain}")
     }
 }
 

@@ -465,3 +465,49 @@ async fn a_stored_payload_that_cannot_be_read_back_fails_only_its_own_job() {
     let list = app.client.get(app.url("/v1/jobs")).send().await.unwrap();
     assert_eq!(list.status(), 200, "listing never decodes payloads");
 }
+
+#[tokio::test]
+async fn validation_errors_are_said_in_the_apis_words_not_the_frameworks() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            json!({"kind": "echo", "max_attempts": 0}),
+            "`max_attempts` must be at least 1",
+        ),
+        (
+            json!({"kind": "echo", "queue": ""}),
+            "`queue` must be at least 1 character long",
+        ),
+        (
+            json!({"kind": "echo", "priority": "high"}),
+            "expected an integer",
+        ),
+    ];
+    for (body, expected) in cases {
+        let response = app.post_job(body.clone()).await;
+        assert_eq!(response.status(), 400, "{body}");
+        let problem: Value = response.json().await.unwrap();
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(expected), "{body}: {detail}");
+        for leak in [
+            "SubmitJob",
+            "int32",
+            "exclusive",
+            "minLength",
+            "verification failed",
+        ] {
+            assert!(!detail.contains(leak), "{body}: {detail}");
+        }
+    }
+    let list = app
+        .client
+        .get(app.url("/v1/jobs?limit=0"))
+        .send()
+        .await
+        .unwrap();
+    let problem: Value = list.json().await.unwrap();
+    assert_eq!(
+        problem["detail"],
+        "parameter `limit` is invalid: must be at least 1"
+    );
+}

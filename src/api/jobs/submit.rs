@@ -62,21 +62,20 @@ pub fn parse_submission(body: Value) -> Result<SubmitJob, String> {
             .iter()
             .find_map(|(name, value)| parse_alone(name, value).map(|err| (name, err)))
             .map(|(name, err)| {
-                format!(
-                    "`{name}` is invalid: {}",
-                    without_type_context(&err.into_message())
-                )
+                let message = without_type_context(&err.into_message());
+                if message.starts_with(&format!("`{name}` ")) {
+                    message
+                } else {
+                    format!("`{name}` is invalid: {message}")
+                }
             })
             .unwrap_or_else(|| without_type_context(&whole.into_message()))
     })
 }
 
-/// Drops poem-openapi's `(occurred while parsing "SubmitJob")`: clients never see that type name.
+/// poem-openapi's message in the API's words (no `SubmitJob`, no `minimum(1, exclusive: false)`).
 fn without_type_context(message: &str) -> String {
-    match message.find(" (occurred while parsing") {
-        Some(at) => message[..at].to_owned(),
-        None => message.to_owned(),
-    }
+    crate::api::wording::plain(message)
 }
 
 /// Why a submission was refused: a message for the 400, and, when a payload schema refused it, every
