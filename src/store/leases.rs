@@ -110,6 +110,10 @@ pub async fn complete_and_claim(
     completions: &[Completion],
     claim: &Claim<'_>,
 ) -> super::Result<Step> {
+    // Running rows are locked in id order by every batched write (heartbeats, completions, releases),
+    // so two of them never wait on each other in a circle (a deadlock seen once in 40,000 jobs).
+    let mut completions: Vec<&Completion> = completions.iter().collect();
+    completions.sort_by_key(|c| c.lease.id);
     let rows: Vec<StepRow> = sqlx::query_as(
         "WITH done AS ( \
            UPDATE jobs j SET status = 'succeeded', finished_at = now(), updated_at = now(), \
@@ -232,6 +236,7 @@ pub async fn heartbeat_many(
     leases: &[Lease],
     lease: Duration,
 ) -> super::Result<Vec<Heartbeat>> {
+    let leases = in_id_order(leases);
     sqlx::query_as(
         "UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3) \
          FROM unnest($1::uuid[], $2::uuid[]) AS t(id, token) \
@@ -342,6 +347,7 @@ pub async fn cancel_running(pool: &PgPool, lease: Lease, error: &Value) -> super
 /// Gives jobs back to the queue at once (at shutdown), without spending an attempt, and wakes idle workers
 /// in every replica. A job that was asked to stop ends `cancelled` instead. Returns the ids released.
 pub async fn release_many(pool: &PgPool, leases: &[Lease]) -> super::Result<Vec<Uuid>> {
+    let leases = in_id_order(leases);
     sqlx::query_scalar(concat!(
         "WITH released AS ( \
            UPDATE jobs j SET \
@@ -362,4 +368,12 @@ pub async fn release_many(pool: &PgPool, leases: &[Lease]) -> super::Result<Vec<
     .fetch_all(pool)
     .await
     .map_err(Into::into)
+}
+
+/// `leases` sorted by job id: the order every batched write locks running rows in (see
+/// [`complete_and_claim`]).
+fn in_id_order(leases: &[Lease]) -> Vec<Lease> {
+    let mut sorted = leases.to_vec();
+    sorted.sort_by_key(|lease| lease.id);
+    sorted
 }
