@@ -108,6 +108,85 @@ pub async fn insert_one(pool: &PgPool, job: &NewJob) -> super::Result<Inserted> 
     }
 }
 
+/// What inserting a batch under one idempotency key found.
+#[derive(Debug)]
+pub enum BatchInserted {
+    /// Every job was stored, in the order given.
+    Created(Vec<Job>),
+    /// The key was used before with the same batch: these are its jobs, in order.
+    Existing(Vec<Job>),
+    /// The key was used before with a different batch.
+    KeyConflict,
+}
+
+/// Stores a batch whose jobs carry per-position idempotency keys derived from one client key (same
+/// caller, same fingerprint): all of them in one transaction, or, when the keys are taken, the jobs
+/// stored under them by the same batch before.
+pub async fn insert_many_keyed(
+    pool: &PgPool,
+    jobs: &[NewJob],
+    caller: &str,
+    keys: &[String],
+    fingerprint: &str,
+) -> super::Result<BatchInserted> {
+    let mut tx = pool.begin().await?;
+    let created: Vec<Job> = sqlx::query_as(concat!(
+        "WITH inserted AS (",
+        "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, ",
+        "                    idempotency_caller, idempotency_key, request_fingerprint) ",
+        "  SELECT id, kind, queue, payload, priority, coalesce(run_at, now()), max_attempts, timeout_secs, ",
+        "         $9, key, $10 ",
+        "  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::timestamptz[], ",
+        "              $7::int4[], $8::int4[], $11::text[]) ",
+        "       AS t(id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, key) ",
+        "  ON CONFLICT (idempotency_caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING ",
+        "  RETURNING ",
+        job_columns!(),
+        "), notified AS (SELECT pg_notify('",
+        notify_jobs_channel!(),
+        "', '')) ",
+        "SELECT inserted.* FROM inserted, notified ORDER BY id"
+    ))
+    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.timeout_secs).collect::<Vec<_>>())
+    .bind(caller)
+    .bind(fingerprint)
+    .bind(keys)
+    .fetch_all(&mut *tx)
+    .await?;
+    if created.len() == jobs.len() {
+        tx.commit().await?;
+        return Ok(BatchInserted::Created(created));
+    }
+    // Some keys are taken (ON CONFLICT waited for their rows to commit): this batch stores nothing.
+    tx.rollback().await?;
+    let existing: Vec<JobWithFingerprint> = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        ", request_fingerprint FROM jobs WHERE idempotency_caller = $1 AND idempotency_key = ANY($2) \
+         ORDER BY id"
+    ))
+    .bind(caller)
+    .bind(keys)
+    .fetch_all(pool)
+    .await?;
+    let same = existing.len() == jobs.len()
+        && existing
+            .iter()
+            .all(|found| found.request_fingerprint.as_deref() == Some(fingerprint));
+    Ok(if same {
+        BatchInserted::Existing(existing.into_iter().map(|found| found.job).collect())
+    } else {
+        BatchInserted::KeyConflict
+    })
+}
+
 #[derive(sqlx::FromRow)]
 struct JobWithFingerprint {
     #[sqlx(flatten)]

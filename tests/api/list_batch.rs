@@ -196,3 +196,63 @@ async fn a_filter_no_job_can_match_is_an_empty_page_not_an_error() {
         assert!(ids(&page).is_empty(), "{query}");
     }
 }
+
+async fn post_batch(app: &TestApp, key: &str, jobs: Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/jobs/batch"))
+        .header("Idempotency-Key", key)
+        .json(&json!({"jobs": jobs}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_retried_with_its_idempotency_key_returns_the_same_jobs_and_stores_no_duplicates() {
+    let app = spawn_app().await;
+    let jobs =
+        json!([{"kind": "echo", "payload": {"n": 1}}, {"kind": "echo", "payload": {"n": 2}}]);
+    let first = post_batch(&app, "batch-key-1", jobs.clone()).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    // The same batch again (its answer was lost, say), twice at once.
+    let (again, concurrent) = tokio::join!(
+        post_batch(&app, "batch-key-1", jobs.clone()),
+        post_batch(&app, "batch-key-1", jobs.clone())
+    );
+    for response in [again, concurrent] {
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        let ids = |body: &Value| {
+            body["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|job| job["id"].clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&body), ids(&first));
+    }
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM jobs").await, 2);
+    // The same key with a different batch is 422 and stores nothing.
+    let other = post_batch(
+        &app,
+        "batch-key-1",
+        json!([{"kind": "echo", "payload": {"n": 3}}]),
+    )
+    .await;
+    assert_eq!(other.status(), 422);
+    assert_eq!(other.headers()["content-type"], "application/problem+json");
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM jobs").await, 2);
+    // A batch key never answers a single submission, nor the other way round.
+    let single = app
+        .client
+        .post(app.url("/v1/jobs"))
+        .header("Idempotency-Key", "batch-key-1")
+        .json(&json!({"kind": "echo", "payload": {"n": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(single.status(), 202);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM jobs").await, 3);
+}

@@ -19,9 +19,12 @@ use uuid::Uuid;
 use super::problem::Problem;
 use super::{ApiState, ApiTags};
 use crate::job::{Idempotency, Job, JobStatus};
-use crate::store::{self, jobs::Cancelled, jobs::Deleted, jobs::Inserted, results::ResultLookup};
+use crate::store::jobs::{BatchInserted, Cancelled, Deleted, Inserted};
+use crate::store::{self, results::ResultLookup};
 use responses::*;
-use submit::{caller_scope, fingerprint, parse_submission, validate_submission, Rejection};
+use submit::{
+    batch_idempotency, caller_scope, fingerprint, parse_submission, validate_submission, Rejection,
+};
 use types::*;
 
 /// How long clients are told to wait between polls of a job that is due now.
@@ -133,7 +136,22 @@ impl JobsApi {
         method = "post",
         operation_id = "submit_jobs_batch"
     )]
-    async fn submit_jobs_batch(&self, body: Json<SubmitBatch>) -> SubmitBatchResponse {
+    async fn submit_jobs_batch(
+        &self,
+        request: &Request,
+        body: Json<SubmitBatch>,
+        /// Makes the batch safe to retry: the same key with the same batch returns the same jobs; with a
+        /// different batch, 422. Up to 255 printable ASCII characters, unique per caller.
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
+        idempotency_key: Header<Option<String>>,
+    ) -> SubmitBatchResponse {
+        if idempotency_key.0.is_none() && request.headers().contains_key("idempotency-key") {
+            return Problem::bad_request(
+                "Idempotency-Key must be printable ASCII (up to 255 characters); encode other characters, \
+                 e.g. as a UUID or base64",
+            )
+            .into();
+        }
         let mut jobs = Vec::with_capacity(body.0.jobs.len());
         for (index, item) in body.0.jobs.into_iter().enumerate() {
             let parsed = parse_submission(item.0)
@@ -149,7 +167,36 @@ impl JobsApi {
                 }
             }
         }
-        match store::jobs::insert_many(&self.state.pool, &jobs).await {
+        let stored = match idempotency_key.0 {
+            None => store::jobs::insert_many(&self.state.pool, &jobs).await,
+            Some(key) => {
+                let (keys, fingerprint) = batch_idempotency(&key, &jobs);
+                // Batches live in a key space of their own: a batch key never answers a single submit.
+                let caller = format!("{}#batch", caller_scope(request));
+                match store::jobs::insert_many_keyed(
+                    &self.state.pool,
+                    &jobs,
+                    &caller,
+                    &keys,
+                    &fingerprint,
+                )
+                .await
+                {
+                    Ok(BatchInserted::Created(stored) | BatchInserted::Existing(stored)) => Ok(stored),
+                    Ok(BatchInserted::KeyConflict) => {
+                        return Problem::new(
+                            poem::http::StatusCode::UNPROCESSABLE_ENTITY,
+                            "idempotency-key-reused",
+                            "Idempotency-Key reused with a different request",
+                            "this Idempotency-Key was already used with a different batch; use a new key for new jobs",
+                        )
+                        .into()
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+        };
+        match stored {
             Ok(stored) => {
                 let retry_after = stored
                     .iter()

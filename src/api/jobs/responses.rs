@@ -45,7 +45,8 @@ api_response! {
     #[derive(ApiResponse)]
     #[oai(bad_request_handler = "SubmitBatchResponse::bad_request_handler")]
     pub enum SubmitBatchResponse {
-        /// Every job is stored; one status monitor per job, in the order sent.
+        /// Every job is stored; one status monitor per job, in the order sent. A repeat of an earlier batch
+        /// with the same `Idempotency-Key` gets the same jobs.
         #[oai(status = 202)]
         Accepted(Json<BatchAccepted>, #[oai(header = "Retry-After")] u32),
         /// A job is invalid (`index` names the first one) or the batch is empty or too long. Nothing was stored.
@@ -57,9 +58,12 @@ api_response! {
         /// The body is not `application/json`. Nothing was stored.
         #[oai(status = 415, content_type = "application/problem+json")]
         UnsupportedMediaType(Json<Problem>),
+        /// The `Idempotency-Key` was used before with a different batch. Nothing was stored.
+        #[oai(status = 422, content_type = "application/problem+json")]
+        Unprocessable(Json<Problem>),
     }
     id_is_path = false;
-    problems { 400 => BadRequest, 413 => PayloadTooLarge, 415 => UnsupportedMediaType }
+    problems { 400 => BadRequest, 413 => PayloadTooLarge, 415 => UnsupportedMediaType, 422 => Unprocessable }
 }
 
 api_response! {

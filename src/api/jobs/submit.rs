@@ -242,6 +242,18 @@ pub fn fingerprint(job: &NewJob) -> String {
     hex(&Sha256::digest(canonical.to_string().as_bytes()))
 }
 
+/// The idempotency keys and fingerprint of a batch submitted under one `Idempotency-Key`: each job is
+/// stored under a key of its own, derived from the client's key and its position (a digest, so it fits
+/// the column however long the client's key is), and every job carries the fingerprint of the whole batch.
+pub fn batch_idempotency(key: &str, jobs: &[NewJob]) -> (Vec<String>, String) {
+    let prefix = hex(&Sha256::digest(key.as_bytes()));
+    let keys = (0..jobs.len())
+        .map(|index| format!("batch:{prefix}:{index}"))
+        .collect();
+    let whole: String = jobs.iter().map(fingerprint).collect::<Vec<_>>().join(",");
+    (keys, hex(&Sha256::digest(whole.as_bytes())))
+}
+
 /// Sorts object keys recursively (serde_json may be built to keep insertion order).
 fn canonical(value: &Value) -> Value {
     match value {
