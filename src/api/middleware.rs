@@ -26,6 +26,12 @@ pub(super) async fn middleware<E: Endpoint>(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     let mut response = match declared {
+        _ if changes_state_with_a_foreign_body(&request, &path) => problem_response(Problem::new(
+            poem::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "requests that change a job carry no body or an `application/json` one; nothing was changed",
+        )),
         Some(length) if length > max as u64 => problem_response(Problem::payload_too_large(max)),
         _ => match read_body_within(&mut request, max, declared.is_some()).await {
             Err(too_large) => too_large,
@@ -62,6 +68,36 @@ pub(super) async fn middleware<E: Endpoint>(
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     Ok(response)
+}
+
+/// A state-changing request whose body is not JSON: what a cross-origin HTML form can send without a
+/// CORS preflight (`text/plain`, `application/x-www-form-urlencoded`, `multipart/form-data`). Refused before
+/// any operation runs, so a page on another site cannot cancel or delete a job. A worker's result upload
+/// (`.../complete`) carries any content type by design.
+fn changes_state_with_a_foreign_body(request: &Request, path: &str) -> bool {
+    use poem::http::Method;
+    if !matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) || !path.starts_with("/v1/")
+        || (path.starts_with("/v1/worker/jobs/") && path.ends_with("/complete"))
+    {
+        return false;
+    }
+    match request.headers().get(CONTENT_TYPE) {
+        None => false,
+        Some(value) => {
+            let essence = value
+                .to_str()
+                .unwrap_or_default()
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            essence != "application/json" && !essence.ends_with("+json")
+        }
+    }
 }
 
 /// The largest body a request may carry: results uploaded by external workers have a limit of their own.

@@ -122,3 +122,42 @@ async fn finished_jobs_and_their_results_are_pruned_after_the_retention() {
         "unfinished jobs are never pruned"
     );
 }
+
+#[tokio::test]
+async fn a_cross_origin_form_cannot_cancel_or_delete_a_job() {
+    // What an HTML form on another site can send without a CORS preflight.
+    let app = spawn_app_with(|settings| settings.workers = 0).await;
+    let id = app.submit(json!({"kind": "echo"})).await;
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let cancel = app
+            .client
+            .post(app.url(&format!("/v1/jobs/{id}/cancel")))
+            .header("content-type", content_type)
+            .body("a=1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cancel.status(), 415, "{content_type}");
+        let delete = app
+            .client
+            .delete(app.url(&format!("/v1/jobs/{id}")))
+            .header("content-type", content_type)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(delete.status(), 415, "{content_type}");
+    }
+    assert_eq!(app.monitor(id).await["status"], "queued", "nothing changed");
+    // Without a body, or with JSON, cancelling works.
+    let cancel = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+}
