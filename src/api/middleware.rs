@@ -67,6 +67,19 @@ pub(super) async fn middleware<E: Endpoint>(
             .headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    // A result is served in the content type its job gave it: browsers must not guess another, and no
+    // page of jobdock's but Swagger UI has any business inside a frame.
+    let headers = response.headers_mut();
+    headers.insert(
+        poem::http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !path.starts_with("/docs") {
+        headers.insert(
+            poem::http::header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        );
+    }
     Ok(response)
 }
 

@@ -49,6 +49,8 @@ pub struct ApiState {
     pub poll_interval: Duration,
     pub retry_base: Duration,
     pub max_result_bytes: usize,
+    /// Origins browsers may call the API from; empty: no CORS.
+    pub cors_origins: Vec<String>,
 }
 
 impl ApiState {
@@ -67,6 +69,7 @@ impl ApiState {
             poll_interval: defaults.poll_interval,
             retry_base: defaults.retry_base,
             max_result_bytes: defaults.max_result_bytes,
+            cors_origins: Vec::new(),
         }
     }
 
@@ -76,6 +79,7 @@ impl ApiState {
         self.poll_interval = settings.poll_interval;
         self.retry_base = settings.retry_base;
         self.max_result_bytes = settings.max_result_bytes;
+        self.cors_origins = settings.cors_origins.clone();
         self
     }
 
@@ -138,6 +142,7 @@ pub(crate) fn service(state: ApiState) -> Service {
 
 /// Every route of the server, with its middleware.
 pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
+    let cors = cors(&state.cors_origins);
     let limits = middleware::BodyLimits {
         body: max_body_bytes,
         result: state.max_result_bytes,
@@ -150,7 +155,7 @@ pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
     let methods = std::sync::Arc::new(AllowedMethods::of(&document.json));
     let json = document.json.clone();
     let yaml = document.yaml.clone();
-    Route::new()
+    let routes = Route::new()
         .nest("/", service)
         .at(
             "/openapi.json",
@@ -172,5 +177,33 @@ pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
             "/docs",
             poem::endpoint::make_sync(move |_| Html(docs_html.clone())),
         )
-        .around(move |endpoint, request| middleware(endpoint, request, limits, methods.clone()))
+        .around(move |endpoint, request| middleware(endpoint, request, limits, methods.clone()));
+    // Outermost, so a preflight is answered before routing (which would say 405 to OPTIONS).
+    match cors {
+        Some(cors) => routes.with(cors).boxed(),
+        None => routes.boxed(),
+    }
+}
+
+/// CORS for the configured origins (`--cors-origins`), exposing the headers a browser client reads.
+fn cors(origins: &[String]) -> Option<poem::middleware::Cors> {
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        poem::middleware::Cors::new()
+            .allow_origins(origins.iter().map(String::as_str))
+            .allow_methods(["GET", "POST", "DELETE"])
+            .allow_headers([
+                "content-type",
+                "authorization",
+                "idempotency-key",
+                "prefer",
+                "if-none-match",
+                "lease-token",
+                "x-request-id",
+            ])
+            .expose_headers(["location", "retry-after", "etag", "preference-applied"])
+            .max_age(600),
+    )
 }

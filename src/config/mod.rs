@@ -112,6 +112,11 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBDOCK_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
     pub max_body_bytes: u64,
 
+    /// Origins that browsers may call the API from (CORS), comma-separated, e.g.
+    /// `https://app.example.com`; none by default.
+    #[arg(long, env = "JOBDOCK_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Largest result an external worker may store, in bytes; larger ones get 413.
     #[arg(long, env = "JOBDOCK_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES, value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
     pub max_result_bytes: u64,
@@ -133,6 +138,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub max_result_bytes: usize,
+    /// Origins allowed to call the API from a browser (CORS); empty: none.
+    pub cors_origins: Vec<String>,
     pub workers: usize,
     pub lease: Duration,
     pub shutdown_grace: Duration,
@@ -151,6 +158,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES as usize,
+            cors_origins: Vec::new(),
             workers: 32,
             lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
@@ -189,6 +197,12 @@ impl Settings {
             // The range check above keeps this within usize on every supported platform.
             max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
             max_result_bytes: usize::try_from(args.max_result_bytes).unwrap_or(usize::MAX),
+            cors_origins: args
+                .cors_origins
+                .iter()
+                .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+                .filter(|origin| !origin.is_empty())
+                .collect(),
             ..Settings::for_worker(&args.worker)
         }
     }

@@ -58,3 +58,92 @@ async fn unknown_routes_and_methods_are_problem_details() {
     assert_eq!(on_batch.status(), 405);
     assert_eq!(on_batch.headers()["allow"], "POST");
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let app = spawn_app().await;
+    for path in [
+        "/healthz",
+        "/v1/jobs",
+        "/v1/jobs/not-a-job",
+        "/openapi.json",
+        "/nowhere",
+    ] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{path}"
+        );
+        assert_eq!(response.headers()["x-frame-options"], "DENY", "{path}");
+    }
+    let docs = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.headers()["x-content-type-options"], "nosniff");
+    assert!(docs.headers().get("x-frame-options").is_none());
+}
+
+#[tokio::test]
+async fn cors_answers_preflights_for_configured_origins_and_exposes_the_polling_headers() {
+    let app = spawn_app_with(|settings| {
+        settings.cors_origins = vec!["https://app.example.com".to_owned()];
+    })
+    .await;
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/v1/jobs"))
+        .header("Origin", "https://app.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "content-type, idempotency-key",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let submit = app
+        .client
+        .post(app.url("/v1/jobs"))
+        .header("Origin", "https://app.example.com")
+        .json(&serde_json::json!({"kind": "echo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submit.status(), 202);
+    let exposed = submit.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in ["location", "retry-after", "etag", "preference-applied"] {
+        assert!(exposed.contains(header), "{exposed}");
+    }
+    // Another origin is not let in.
+    let other = app
+        .client
+        .get(app.url("/v1/jobs"))
+        .header("Origin", "https://evil.example.net")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn without_configured_origins_there_is_no_cors() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/v1/jobs"))
+        .header("Origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
