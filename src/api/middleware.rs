@@ -14,6 +14,47 @@ use super::problem::{self, Problem, PROBLEM_JSON};
 /// answer `Cache-Control: no-store`: job state changes under the client's feet.
 pub(super) async fn middleware<E: Endpoint>(
     endpoint: std::sync::Arc<E>,
+    request: Request,
+    limits: BodyLimits,
+    methods: std::sync::Arc<AllowedMethods>,
+) -> poem::Result<Response> {
+    use tracing::Instrument;
+    // The caller's request id when it is a sensible one, else a new one: echoed, and on every log line
+    // written while the request is handled.
+    let id = request
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!("request", id = %id);
+    let mut response = handle(endpoint, request, limits, methods)
+        .instrument(span.clone())
+        .await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            target: "jobdock::access",
+            %method,
+            path,
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        )
+    });
+    Ok(response)
+}
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+async fn handle<E: Endpoint>(
+    endpoint: std::sync::Arc<E>,
     mut request: Request,
     limits: BodyLimits,
     methods: std::sync::Arc<AllowedMethods>,

@@ -147,3 +147,21 @@ async fn without_configured_origins_there_is_no_cors() {
         .get("access-control-allow-origin")
         .is_none());
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_the_callers_own_when_it_sent_a_sensible_one() {
+    let app = spawn_app().await;
+    let given = app
+        .client
+        .get(app.url("/v1/jobs"))
+        .header("X-Request-Id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-42");
+    let made = app.client.get(app.url("/nowhere")).send().await.unwrap();
+    let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32, "{id}");
+    let other = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_ne!(other.headers()["x-request-id"].to_str().unwrap(), id);
+}

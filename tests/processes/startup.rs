@@ -126,3 +126,37 @@ async fn openapi_prints_the_yaml_document() {
     );
     assert!(yaml.contains("/v1/jobs"));
 }
+
+#[tokio::test]
+async fn each_request_gets_one_access_log_line_with_its_id_and_no_colours_off_a_terminal() {
+    let database = TestDatabase::create().await;
+    let server = crate::support::Jobdock::serve("api", &database.url, &["--workers", "0"]).await;
+    let http = crate::common::client();
+    let response = http
+        .get(server.url("/v1/jobs?limit=1"))
+        .header("X-Request-Id", "access-log-probe-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let logged = crate::common::eventually(Duration::from_secs(10), || async {
+        server.log_text().contains("access-log-probe-7")
+    })
+    .await;
+    let log = server.log_text();
+    assert!(logged, "no access log line:\n{log}");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("access-log-probe-7"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("status=200") && lines[0].contains("/v1/jobs"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in a log that is not a terminal:\n{log}"
+    );
+}
