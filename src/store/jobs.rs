@@ -23,7 +23,7 @@ pub enum Inserted {
 pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> super::Result<Vec<Job>> {
     debug_assert!(jobs.iter().all(|job| job.idempotency.is_none()));
     // One statement, so one round trip and one commit; the NOTIFY in it is delivered at that commit.
-    sqlx::query_as(concat!(
+    let query = sqlx::query_as(concat!(
         "WITH inserted AS (",
         "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs) ",
         "  SELECT id, kind, queue, payload, priority, coalesce(run_at, now()), max_attempts, timeout_secs ",
@@ -36,18 +36,11 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> super::Result<Vec<Jo
         notify_jobs_channel!(),
         "', '')) ",
         "SELECT inserted.* FROM inserted, notified ORDER BY id"
-    ))
-    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.timeout_secs).collect::<Vec<_>>())
-    .fetch_all(pool)
-    .await
-    .map_err(Into::into)
+    ));
+    bind_columns(query, jobs)
+        .fetch_all(pool)
+        .await
+        .map_err(Into::into)
 }
 
 /// Stores one job, honouring its idempotency key if it has one.
@@ -130,7 +123,7 @@ pub async fn insert_many_keyed(
     fingerprint: &str,
 ) -> super::Result<BatchInserted> {
     let mut tx = pool.begin().await?;
-    let created: Vec<Job> = sqlx::query_as(concat!(
+    let query = sqlx::query_as(concat!(
         "WITH inserted AS (",
         "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, ",
         "                    idempotency_caller, idempotency_key, request_fingerprint) ",
@@ -146,20 +139,13 @@ pub async fn insert_many_keyed(
         notify_jobs_channel!(),
         "', '')) ",
         "SELECT inserted.* FROM inserted, notified ORDER BY id"
-    ))
-    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.timeout_secs).collect::<Vec<_>>())
-    .bind(caller)
-    .bind(fingerprint)
-    .bind(keys)
-    .fetch_all(&mut *tx)
-    .await?;
+    ));
+    let created: Vec<Job> = bind_columns(query, jobs)
+        .bind(caller)
+        .bind(fingerprint)
+        .bind(keys)
+        .fetch_all(&mut *tx)
+        .await?;
     if created.len() == jobs.len() {
         tx.commit().await?;
         return Ok(BatchInserted::Created(created));
@@ -315,4 +301,20 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> super::Result<Deleted> {
         Some(status) if status.is_terminal() => Box::pin(delete(pool, id)).await?,
         Some(status) => Deleted::NotFinished(status),
     })
+}
+
+type JobsQuery<'q> = sqlx::query::QueryAs<'q, Postgres, Job, sqlx::postgres::PgArguments>;
+
+/// Binds the columns of `jobs` as the arrays `$1` to `$8` of an `unnest` insert: id, kind, queue,
+/// payload, priority, run_at, max_attempts, timeout_secs.
+fn bind_columns<'q>(query: JobsQuery<'q>, jobs: &'q [NewJob]) -> JobsQuery<'q> {
+    query
+        .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.timeout_secs).collect::<Vec<_>>())
 }

@@ -54,6 +54,27 @@ fn poll_after(job: &Job) -> u32 {
 
 const NO_STORE: &str = "no-store";
 
+/// A header that is not text (non-ASCII bytes) reaches an operation as no header at all: refuse it rather
+/// than store a duplicate the client meant to prevent.
+fn unreadable_key(request: &Request, key: &Header<Option<String>>) -> Option<Problem> {
+    (key.0.is_none() && request.headers().contains_key("idempotency-key")).then(|| {
+        Problem::bad_request(
+            "Idempotency-Key must be printable ASCII (up to 255 characters); encode other characters, \
+             e.g. as a UUID or base64",
+        )
+    })
+}
+
+/// 422: the key was used before with a different request.
+fn key_reused(what: &str) -> Problem {
+    Problem::new(
+        poem::http::StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        "Idempotency-Key reused with a different request",
+        format!("this Idempotency-Key was already used with a different {what}; use a new key for new work"),
+    )
+}
+
 #[OpenApi(tag = "ApiTags::Jobs")]
 impl JobsApi {
     /// Submit a job
@@ -73,14 +94,8 @@ impl JobsApi {
         #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
         idempotency_key: Header<Option<String>>,
     ) -> SubmitJobResponse {
-        // A header that is not text (non-ASCII bytes) reaches us as no header at all: refuse it rather
-        // than store a duplicate the client meant to prevent.
-        if idempotency_key.0.is_none() && request.headers().contains_key("idempotency-key") {
-            return Problem::bad_request(
-                "Idempotency-Key must be printable ASCII (up to 255 characters); encode other characters, \
-                 e.g. as a UUID or base64",
-            )
-            .into();
+        if let Some(problem) = unreadable_key(request, &idempotency_key) {
+            return problem.into();
         }
         let submit = match parse_submission(body.0 .0) {
             Ok(submit) => submit,
@@ -116,13 +131,7 @@ impl JobsApi {
                 let retry_after = poll_after(&job);
                 SubmitJobResponse::Accepted(Json(job.into()), location, retry_after)
             }
-            Ok(Inserted::KeyConflict) => Problem::new(
-                poem::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                "Idempotency-Key reused with a different request",
-                "this Idempotency-Key was already used with a different request; use a new key for a new job",
-            )
-            .into(),
+            Ok(Inserted::KeyConflict) => key_reused("request").into(),
             Err(err) => Problem::from_db(&err).into(),
         }
     }
@@ -145,12 +154,8 @@ impl JobsApi {
         #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
         idempotency_key: Header<Option<String>>,
     ) -> SubmitBatchResponse {
-        if idempotency_key.0.is_none() && request.headers().contains_key("idempotency-key") {
-            return Problem::bad_request(
-                "Idempotency-Key must be printable ASCII (up to 255 characters); encode other characters, \
-                 e.g. as a UUID or base64",
-            )
-            .into();
+        if let Some(problem) = unreadable_key(request, &idempotency_key) {
+            return problem.into();
         }
         let mut jobs = Vec::with_capacity(body.0.jobs.len());
         for (index, item) in body.0.jobs.into_iter().enumerate() {
@@ -182,16 +187,10 @@ impl JobsApi {
                 )
                 .await
                 {
-                    Ok(BatchInserted::Created(stored) | BatchInserted::Existing(stored)) => Ok(stored),
-                    Ok(BatchInserted::KeyConflict) => {
-                        return Problem::new(
-                            poem::http::StatusCode::UNPROCESSABLE_ENTITY,
-                            "idempotency-key-reused",
-                            "Idempotency-Key reused with a different request",
-                            "this Idempotency-Key was already used with a different batch; use a new key for new jobs",
-                        )
-                        .into()
+                    Ok(BatchInserted::Created(stored) | BatchInserted::Existing(stored)) => {
+                        Ok(stored)
                     }
+                    Ok(BatchInserted::KeyConflict) => return key_reused("batch").into(),
                     Err(err) => Err(err),
                 }
             }
