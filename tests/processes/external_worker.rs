@@ -41,8 +41,8 @@ impl Drop for PythonWorker {
     }
 }
 
-#[tokio::test]
-async fn the_reference_python_worker_runs_a_job_to_its_result() {
+/// A `jobdock serve` of the example configuration, API only, and the reference worker claiming from it.
+async fn server_and_worker() -> (TestDatabase, Jobdock, PythonWorker) {
     let database = TestDatabase::create().await;
     let server = Jobdock::serve(
         "api",
@@ -50,7 +50,13 @@ async fn the_reference_python_worker_runs_a_job_to_its_result() {
         &["--config", CONFIG, "--workers", "0"],
     )
     .await;
-    let _worker = PythonWorker::start(server.address.as_deref().unwrap());
+    let worker = PythonWorker::start(server.address.as_deref().unwrap());
+    (database, server, worker)
+}
+
+#[tokio::test]
+async fn the_reference_python_worker_runs_a_job_to_its_result() {
+    let (_database, server, _worker) = server_and_worker().await;
     let http = client();
     let text = "one two three\nfour";
     let id = submit(
@@ -102,14 +108,7 @@ async fn the_reference_python_worker_runs_a_job_to_its_result() {
 
 #[tokio::test]
 async fn a_cancel_reaches_the_reference_worker_and_the_job_ends_cancelled() {
-    let database = TestDatabase::create().await;
-    let server = Jobdock::serve(
-        "api",
-        &database.url,
-        &["--config", CONFIG, "--workers", "0"],
-    )
-    .await;
-    let _worker = PythonWorker::start(server.address.as_deref().unwrap());
+    let (_database, server, _worker) = server_and_worker().await;
     let http = client();
     let id = submit(
         &http,
