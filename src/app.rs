@@ -10,8 +10,9 @@ use poem::Server;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::auth::Auth;
 use crate::api::{self, ApiState};
-use crate::config::Settings;
+use crate::config::{AuthMode, Settings};
 use crate::kinds::Registry;
 use crate::maintenance::{Maintenance, MaintenanceConfig};
 use crate::store;
@@ -21,6 +22,7 @@ use crate::worker::{WorkerConfig, WorkerPool};
 pub struct Application {
     settings: Settings,
     registry: Registry,
+    auth: Auth,
     pool: PgPool,
     acceptor: TcpAcceptor,
     local_addr: SocketAddr,
@@ -36,7 +38,12 @@ impl Application {
         let registry = registry
             .with_configured(settings.kinds.clone())
             .map_err(anyhow::Error::msg)?;
-        // Bind first: a busy port is reported before anything is done to the database.
+        let pool = store::db::connect(&settings.database_url, settings.max_connections).await?;
+        store::db::migrate(&pool).await?;
+        let auth = Auth::start(pool.clone(), settings.auth)
+            .await
+            .context("cannot read the API keys")?;
+        check_exposure(&settings, &auth)?;
         let acceptor = TcpListener::bind(settings.listen)
             .into_acceptor()
             .await
@@ -46,8 +53,6 @@ impl Application {
                     settings.listen
                 )
             })?;
-        let pool = store::db::connect(&settings.database_url, settings.max_connections).await?;
-        store::db::migrate(&pool).await?;
         let local_addr = acceptor
             .local_addr()
             .first()
@@ -56,6 +61,7 @@ impl Application {
         Ok(Application {
             settings,
             registry,
+            auth,
             pool,
             acceptor,
             local_addr,
@@ -104,6 +110,7 @@ impl Application {
         let routes = api::routes(
             ApiState::new(self.pool.clone(), self.registry.clone())
                 .with_settings(&self.settings)
+                .with_auth(self.auth.clone())
                 .with_signals(workers.signals(), stop.clone()),
             self.settings.max_body_bytes,
         );
@@ -124,6 +131,30 @@ impl Application {
         tracing::info!("jobdock stopped");
         served.context("the HTTP server failed")
     }
+}
+
+/// Refuses to serve every job to anyone who can reach a non-loopback address (`--auth auto` without keys),
+/// before the address is bound; warns when `--auth keys` will refuse every caller.
+fn check_exposure(settings: &Settings, auth: &Auth) -> anyhow::Result<()> {
+    let ip = settings.listen.ip();
+    match settings.auth {
+        AuthMode::Auto if !auth.required() && !ip.is_loopback() => anyhow::bail!(
+            "refusing to listen on {} without API keys: anyone who reaches it could read, cancel and \
+             delete every job. Create a key first (`jobdock keys create --tenant NAME --name NAME \
+             --scopes submit,read`), listen on 127.0.0.1, or pass --auth none to run open on purpose",
+            settings.listen
+        ),
+        AuthMode::Keys if !auth.has_keys() => tracing::warn!(
+            "--auth keys and no API key exists: every API request is refused until one is created \
+             (`jobdock keys create`)"
+        ),
+        AuthMode::None if !ip.is_loopback() => tracing::warn!(
+            listen = %settings.listen,
+            "--auth none on a non-loopback address: anyone who reaches it may do anything"
+        ),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Runs workers only (`jobdock worker`) until `shutdown` completes, then shuts them down gracefully.

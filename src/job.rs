@@ -104,6 +104,8 @@ pub struct NewJob {
     pub max_attempts: i32,
     pub timeout_secs: i32,
     pub idempotency: Option<Idempotency>,
+    /// Whose job it is (DESIGN §11): the tenant of the key that submitted it.
+    pub tenant: String,
 }
 
 /// An idempotency key with the caller it is scoped to and a fingerprint of the request it came with.
@@ -131,6 +133,7 @@ impl NewJob {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             idempotency: None,
+            tenant: crate::tenant::DEFAULT_TENANT.to_owned(),
         }
     }
 }

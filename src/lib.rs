@@ -10,6 +10,8 @@
 //!   OpenAPI document and Swagger UI.
 //! - [`attempt`]: how an attempt ends — retry policy, the `error` shape, failed/cancelled/requeued writes.
 //! - [`job`]: the job, its status machine, and a validated request to create one.
+//! - [`tenant`]: tenants, scopes and the caller of a request (API keys).
+//! - [`keys`]: `jobdock keys create|list|revoke`.
 //! - [`kinds`]: the [`Handler`] trait, the [`Registry`] of kinds, payload schemas, the built-in kinds and
 //!   the configured `http` and `exec` kinds.
 //! - [`worker`]: the runtime — dispatcher (claims and results in one statement), executor, heartbeats, LISTEN/NOTIFY.
@@ -25,9 +27,11 @@ pub mod attempt;
 pub mod batch;
 pub mod config;
 pub mod job;
+pub mod keys;
 pub mod kinds;
 pub mod maintenance;
 pub mod store;
+pub mod tenant;
 pub mod worker;
 
 pub use app::Application;

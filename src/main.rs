@@ -68,6 +68,18 @@ async fn run(command: Command, matches: &clap::ArgMatches) -> Result<(), Failure
             )?;
             app::run_migrations(&settings).await?;
         }
+        Command::Keys(args) => {
+            let settings = Settings::load(
+                Settings::for_database(&args.database),
+                args.database.config.as_deref(),
+                matches,
+            )?;
+            let pool = jobdock::store::db::connect(&settings.database_url, 2).await?;
+            jobdock::store::db::migrate(&pool).await?;
+            let printed = jobdock::keys::run(&pool, args.action).await;
+            pool.close().await;
+            print!("{}", printed?);
+        }
         Command::Openapi => print!("{}", jobdock::api::document().yaml),
         Command::CheckConfig { path } => {
             let given = path.or_else(|| std::env::var_os("JOBDOCK_CONFIG").map(Into::into));

@@ -22,6 +22,7 @@ impl Document {
         add_links(&mut document);
         canonical_header_names(&mut document);
         close_request_schemas(&mut document);
+        describe_security(&mut document);
         Document {
             json: serde_json::to_string_pretty(&document).unwrap_or_default(),
             yaml: serde_yaml::to_string(&document).unwrap_or_default(),
@@ -56,6 +57,63 @@ fn add_links(document: &mut Value) {
         "cancel_job": link("cancel_job", "Cancel the new job."),
         "delete_job": link("delete_job", "Delete the new job once it has finished."),
     });
+}
+
+/// API keys (DESIGN §11), which the authentication middleware checks before any operation runs: a bearer
+/// scheme, optional on every `/v1` operation (a server without keys runs open), and the 401 and 403 it
+/// may answer.
+fn describe_security(document: &mut Value) {
+    if let Some(components) = document
+        .get_mut("components")
+        .and_then(Value::as_object_mut)
+    {
+        components.insert(
+            "securitySchemes".to_owned(),
+            json!({"apiKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key (`jdk_...`) made with `jobdock keys create`. Required once the \
+                    server has keys; its scopes decide what it may do: `submit` (submit, batch, cancel, \
+                    delete), `read` (monitor, result, list, kinds), `work` (the worker protocol), `admin` \
+                    (everything, every tenant)."
+            }}),
+        );
+    }
+    let problem = |description: &str| {
+        json!({
+            "description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        })
+    };
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let operations = item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|item| item.values_mut())
+            .filter_map(Value::as_object_mut);
+        for operation in operations {
+            operation.insert("security".to_owned(), json!([{"apiKey": []}, {}]));
+            if let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            {
+                responses.insert(
+                    "401".to_owned(),
+                    problem("No API key, or an unknown or revoked one (the server has keys). Answered with `WWW-Authenticate: Bearer`."),
+                );
+                responses.insert(
+                    "403".to_owned(),
+                    problem("The API key lacks the scope this operation needs."),
+                );
+            }
+        }
+    }
 }
 
 /// Says in the schema what the handlers enforce: `deny_unknown_fields` rejects unknown fields, and `kind`

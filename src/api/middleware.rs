@@ -6,6 +6,7 @@ use poem::http::HeaderValue;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use serde_json::{json, Value};
 
+use super::auth::{required_scope, Auth};
 use super::problem::{self, Problem, PROBLEM_JSON};
 
 /// Every request passes here. Answers 413 for a body over the limit: at once when `Content-Length` says
@@ -17,6 +18,7 @@ pub(super) async fn middleware<E: Endpoint>(
     request: Request,
     limits: BodyLimits,
     methods: std::sync::Arc<AllowedMethods>,
+    auth: Auth,
 ) -> poem::Result<Response> {
     use tracing::Instrument;
     // The caller's request id when it is a sensible one, else a new one: echoed, and on every log line
@@ -32,7 +34,7 @@ pub(super) async fn middleware<E: Endpoint>(
     let path = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let span = tracing::info_span!("request", id = %id);
-    let mut response = handle(endpoint, request, limits, methods)
+    let mut response = handle(endpoint, request, limits, methods, auth)
         .instrument(span.clone())
         .await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -58,8 +60,20 @@ async fn handle<E: Endpoint>(
     mut request: Request,
     limits: BodyLimits,
     methods: std::sync::Arc<AllowedMethods>,
+    auth: Auth,
 ) -> poem::Result<Response> {
     let path = request.uri().path().to_owned();
+    // Who is calling, before anything else is looked at: a caller without a valid key learns nothing.
+    let denied = match required_scope(request.method(), &path) {
+        None => None,
+        Some(scope) => match auth.authorize(request.headers(), scope) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                None
+            }
+            Err(problem) => Some(*problem),
+        },
+    };
     let max = limits.for_path(&path);
     let declared = request
         .headers()
@@ -67,6 +81,7 @@ async fn handle<E: Endpoint>(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     let mut response = match declared {
+        _ if denied.is_some() => denied_response(denied),
         _ if changes_state_with_a_foreign_body(&request, &path) => problem_response(Problem::new(
             poem::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
@@ -122,6 +137,20 @@ async fn handle<E: Endpoint>(
         );
     }
     Ok(response)
+}
+
+/// 401 (with the `WWW-Authenticate` challenge) or 403.
+fn denied_response(problem: Option<Problem>) -> Response {
+    let problem = problem.unwrap_or_else(Problem::internal);
+    let unauthorized = problem.status_code() == poem::http::StatusCode::UNAUTHORIZED;
+    let mut response = problem_response(problem);
+    if unauthorized {
+        response.headers_mut().insert(
+            poem::http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"jobdock\""),
+        );
+    }
+    response
 }
 
 /// A state-changing request whose body is not JSON: what a cross-origin HTML form can send without a

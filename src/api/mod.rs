@@ -3,12 +3,14 @@
 //! - [`jobs`]: the job operations (submit, status monitor, result, cancel, delete, list, batch).
 //! - [`worker`]: the external-worker protocol (claim, heartbeat, complete, fail).
 //! - [`kinds`]: the kinds this deployment accepts (`GET /v1/kinds`).
+//! - [`auth`]: API keys: who the caller is and what it may do.
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`problem`]: the problem-details error shape, used by every error answer.
 //! - [`wording`]: poem-openapi's messages in the API's own words.
 //! - [`document`]: the OpenAPI document as served and committed.
 //! - [`middleware`]: what every request passes (body limit, errors outside operations, caching).
 
+pub mod auth;
 pub mod document;
 pub mod health;
 pub mod jobs;
@@ -51,6 +53,8 @@ pub struct ApiState {
     pub max_result_bytes: usize,
     /// Origins browsers may call the API from; empty: no CORS.
     pub cors_origins: Vec<String>,
+    /// API keys; disabled unless set with [`ApiState::with_auth`].
+    pub auth: auth::Auth,
 }
 
 impl ApiState {
@@ -70,7 +74,14 @@ impl ApiState {
             retry_base: defaults.retry_base,
             max_result_bytes: defaults.max_result_bytes,
             cors_origins: Vec::new(),
+            auth: auth::Auth::disabled(),
         }
+    }
+
+    /// Asks callers for API keys as `auth` says.
+    pub fn with_auth(mut self, auth: auth::Auth) -> ApiState {
+        self.auth = auth;
+        self
     }
 
     /// Takes the settings the API answers by.
@@ -147,6 +158,7 @@ pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
         body: max_body_bytes,
         result: state.max_result_bytes,
     };
+    let auth = state.auth.clone();
     let service = service(state);
     let document = Document::of(&service);
     let docs_html = service
@@ -177,12 +189,27 @@ pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
             "/docs",
             poem::endpoint::make_sync(move |_| Html(docs_html.clone())),
         )
-        .around(move |endpoint, request| middleware(endpoint, request, limits, methods.clone()));
+        .around(move |endpoint, request| {
+            middleware(endpoint, request, limits, methods.clone(), auth.clone())
+        });
     // Outermost, so a preflight is answered before routing (which would say 405 to OPTIONS).
     match cors {
         Some(cors) => routes.with(cors).boxed(),
         None => routes.boxed(),
     }
+}
+
+/// The caller of a request, as the authentication middleware found it. A request that did not pass it is
+/// no one: it sees no tenant's jobs (fail closed).
+pub(crate) fn caller(request: &poem::Request) -> crate::tenant::Caller {
+    request
+        .extensions()
+        .get::<crate::tenant::Caller>()
+        .cloned()
+        .unwrap_or(crate::tenant::Caller {
+            tenant: String::new(),
+            scopes: crate::tenant::Scopes::default(),
+        })
 }
 
 /// CORS for the configured origins (`--cors-origins`), exposing the headers a browser client reads.

@@ -29,6 +29,15 @@ pub struct ConfigFile {
     pub path: PathBuf,
     pub server: ServerSection,
     pub kinds: Vec<KindSpec>,
+    pub tenants: Vec<TenantSettings>,
+}
+
+/// `[tenants.NAME]`: limits for one tenant (DESIGN §11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSettings {
+    pub name: String,
+    /// The most jobs of the tenant running at once, across all replicas.
+    pub max_running: Option<u32>,
 }
 
 /// `[server]`: every key mirrors a flag of the same name (flags and environment variables win).
@@ -45,6 +54,7 @@ pub struct ServerSection {
     pub retention: Option<Duration>,
     pub poll_interval_ms: Option<u64>,
     pub retry_base_ms: Option<u64>,
+    pub auth: Option<super::AuthMode>,
 }
 
 /// Kinds that are always there and cannot be redeclared.
@@ -57,6 +67,14 @@ struct RawFile {
     server: RawServer,
     #[serde(default)]
     kinds: BTreeMap<String, Spanned<RawKind>>,
+    #[serde(default)]
+    tenants: BTreeMap<String, Spanned<RawTenant>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    max_running: Option<Spanned<i64>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -73,6 +91,7 @@ struct RawServer {
     retention: Option<Spanned<toml::Value>>,
     poll_interval_ms: Option<Spanned<u64>>,
     retry_base_ms: Option<Spanned<u64>>,
+    auth: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -144,10 +163,33 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
         let span = kind.span();
         kinds.push(kind_settings(&name, kind.into_inner(), span, folder, &at)?);
     }
+    let mut tenants = Vec::with_capacity(raw.tenants.len());
+    for (name, tenant) in raw.tenants {
+        let span = tenant.span();
+        crate::tenant::validate_tenant_name(&name)
+            .map_err(|message| at(span.clone(), &format!("tenants.{name}"), message))?;
+        let max_running = match tenant.into_inner().max_running {
+            Some(value) => Some(
+                u32::try_from(*value.get_ref())
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        at(
+                            value.span(),
+                            &format!("tenants.{name}.max_running"),
+                            format!("{} is out of range: it must be at least 1", value.get_ref()),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        tenants.push(TenantSettings { name, max_running });
+    }
     Ok(ConfigFile {
         path: path.to_owned(),
         server,
         kinds,
+        tenants,
     })
 }
 
@@ -203,7 +245,22 @@ fn server_section(raw: RawServer, at: &At<'_>) -> Result<ServerSection, ConfigEr
         }
         None => None,
     };
+    let auth = match raw.auth {
+        Some(value) => Some(
+            <super::AuthMode as clap::ValueEnum>::from_str(value.get_ref(), false).map_err(
+                |_| {
+                    at(
+                        value.span(),
+                        "server.auth",
+                        format!("`{}` is not one of auto, keys, none", value.get_ref()),
+                    )
+                },
+            )?,
+        ),
+        None => None,
+    };
     Ok(ServerSection {
+        auth,
         database_url: raw.database_url,
         max_connections: within(raw.max_connections, "server.max_connections", 2..=1000, at)?,
         listen,

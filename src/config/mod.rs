@@ -15,7 +15,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
 
 use crate::kinds::KindSpec;
-pub use file::{ConfigError, ConfigFile};
+pub use file::{ConfigError, ConfigFile, TenantSettings};
 
 /// The command line of the `jobdock` binary.
 #[derive(Debug, Parser)]
@@ -31,6 +31,29 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, env = "JOBDOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+}
+
+/// When callers need an API key (DESIGN §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum AuthMode {
+    /// Keys are required as soon as one exists; until then the server runs open, on a loopback address
+    /// only.
+    #[default]
+    Auto,
+    /// Keys are always required.
+    Keys,
+    /// No keys: anyone who reaches the address may do anything.
+    None,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Auto => "auto",
+            AuthMode::Keys => "keys",
+            AuthMode::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,6 +72,8 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document (YAML) to stdout.
     Openapi,
+    /// Create, list and revoke API keys.
+    Keys(KeysArgs),
     /// Validate a configuration file and exit (0: valid; 2: the error, naming file, line and key).
     CheckConfig {
         /// The file to check. Defaults to $JOBDOCK_CONFIG, else ./jobdock.toml.
@@ -70,6 +95,35 @@ pub struct DatabaseArgs {
     /// Most connections this process opens to PostgreSQL.
     #[arg(long, env = "JOBDOCK_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub action: KeysAction,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysAction {
+    /// Create a key and print it (once: only its hash is stored).
+    Create {
+        /// The tenant the key's jobs belong to.
+        #[arg(long)]
+        tenant: String,
+        /// A name for people (which client uses it).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: submit, read, work, admin.
+        #[arg(long)]
+        scopes: String,
+    },
+    /// List the keys (never a secret).
+    List,
+    /// Revoke a key by its ID (as `jobdock keys list` shows it).
+    Revoke { id: i64 },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -117,6 +171,11 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBDOCK_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// When callers need an API key: `auto` (as soon as one exists; without keys only on a loopback
+    /// address), `keys` (always) or `none` (never).
+    #[arg(long, env = "JOBDOCK_AUTH", value_enum, default_value_t = AuthMode::Auto)]
+    pub auth: AuthMode,
+
     /// Largest result an external worker may store, in bytes; larger ones get 413.
     #[arg(long, env = "JOBDOCK_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES, value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
     pub max_result_bytes: u64,
@@ -140,6 +199,9 @@ pub struct Settings {
     pub max_result_bytes: usize,
     /// Origins allowed to call the API from a browser (CORS); empty: none.
     pub cors_origins: Vec<String>,
+    pub auth: AuthMode,
+    /// `[tenants.NAME]` from the configuration file.
+    pub tenants: Vec<TenantSettings>,
     pub workers: usize,
     pub lease: Duration,
     pub shutdown_grace: Duration,
@@ -159,6 +221,8 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES as usize,
             cors_origins: Vec::new(),
+            auth: AuthMode::Auto,
+            tenants: Vec::new(),
             workers: 32,
             lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
@@ -203,6 +267,7 @@ impl Settings {
                 .map(|origin| origin.trim().trim_end_matches('/').to_owned())
                 .filter(|origin| !origin.is_empty())
                 .collect(),
+            auth: args.auth,
             ..Settings::for_worker(&args.worker)
         }
     }
@@ -269,7 +334,9 @@ impl Settings {
             server.retry_base_ms,
             |s: &mut Settings, v| { s.retry_base = Duration::from_millis(v) }
         );
+        take!("auth", server.auth, |s: &mut Settings, v| s.auth = v);
         self.kinds = file.kinds;
+        self.tenants = file.tenants;
         self
     }
 

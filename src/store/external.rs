@@ -39,6 +39,8 @@ pub struct ExternalClaim<'a> {
     pub limit: i64,
     pub lease: Duration,
     pub worker_id: &'a str,
+    /// Only this tenant's jobs; `None`: any tenant's.
+    pub tenant: super::jobs::Visible<'a>,
 }
 
 /// Claims due jobs in priority order, in one statement that commits at once (the claim of
@@ -51,7 +53,7 @@ pub async fn claim(pool: &PgPool, claim: &ExternalClaim<'_>) -> super::Result<Ve
         "WITH next AS ( \
            SELECT ctid FROM jobs \
            WHERE status = 'queued' AND run_at <= now() AND kind = ANY($1) \
-             AND ($2::text[] IS NULL OR queue = ANY($2)) \
+             AND ($2::text[] IS NULL OR queue = ANY($2)) AND ($6::text IS NULL OR tenant = $6) \
            ORDER BY priority DESC, run_at, id \
            LIMIT $3 \
            FOR UPDATE SKIP LOCKED) \
@@ -67,6 +69,7 @@ pub async fn claim(pool: &PgPool, claim: &ExternalClaim<'_>) -> super::Result<Ve
     .bind(claim.limit)
     .bind(secs)
     .bind(claim.worker_id)
+    .bind(claim.tenant)
     .fetch_all(pool)
     .await?;
     let mut jobs: Vec<(ExternalJob, i32, DateTime<Utc>)> = jobs
@@ -220,12 +223,18 @@ pub async fn lease_state(pool: &PgPool, lease: Lease) -> super::Result<LeaseStat
     })
 }
 
-/// Whether a job exists (for telling 404 from 409 after a fenced write changed nothing).
-pub async fn exists(pool: &PgPool, id: Uuid) -> super::Result<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1)")
-            .bind(id)
-            .fetch_one(pool)
-            .await?,
+/// Whether a job exists that `tenant` may see (for telling 404 from 409 after a fenced write changed
+/// nothing, and another tenant's job from one's own).
+pub async fn exists(
+    pool: &PgPool,
+    id: Uuid,
+    tenant: super::jobs::Visible<'_>,
+) -> super::Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND ($2::text IS NULL OR tenant = $2))",
     )
+    .bind(id)
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?)
 }

@@ -6,6 +6,10 @@ use uuid::Uuid;
 use super::{job_columns, notify_jobs_channel};
 use crate::job::{Job, JobStatus, NewJob};
 
+/// Whose jobs a caller may see: `Some(tenant)` for that tenant's only, `None` for every tenant's (an
+/// `admin` key, or a server without keys). Another tenant's job is treated as if it did not exist.
+pub type Visible<'a> = Option<&'a str>;
+
 /// What inserting a job with an idempotency key found.
 #[derive(Debug)]
 pub enum Inserted {
@@ -25,11 +29,12 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> super::Result<Vec<Jo
     // One statement, so one round trip and one commit; the NOTIFY in it is delivered at that commit.
     let query = sqlx::query_as(concat!(
         "WITH inserted AS (",
-        "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs) ",
-        "  SELECT id, kind, queue, payload, priority, coalesce(run_at, now()), max_attempts, timeout_secs ",
+        "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, tenant) ",
+        "  SELECT id, kind, queue, payload, priority, coalesce(run_at, now()), max_attempts, timeout_secs, ",
+        "         tenant ",
         "  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::timestamptz[], ",
-        "              $7::int4[], $8::int4[]) ",
-        "       AS t(id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs) ",
+        "              $7::int4[], $8::int4[], $9::text[]) ",
+        "       AS t(id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, tenant) ",
         "  RETURNING ",
         job_columns!(),
         "), notified AS (SELECT pg_notify('",
@@ -55,8 +60,8 @@ pub async fn insert_one(pool: &PgPool, job: &NewJob) -> super::Result<Inserted> 
     let created: Option<Job> = sqlx::query_as(concat!(
         "WITH inserted AS (",
         "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, ",
-        "                    idempotency_caller, idempotency_key, request_fingerprint) ",
-        "  VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $10, $11) ",
+        "                    idempotency_caller, idempotency_key, request_fingerprint, tenant) ",
+        "  VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $10, $11, $12) ",
         "  ON CONFLICT (idempotency_caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING ",
         "  RETURNING ",
         job_columns!(),
@@ -76,6 +81,7 @@ pub async fn insert_one(pool: &PgPool, job: &NewJob) -> super::Result<Inserted> 
     .bind(&idem.caller)
     .bind(&idem.key)
     .bind(&idem.fingerprint)
+    .bind(&job.tenant)
     .fetch_optional(pool)
     .await?;
     if let Some(created) = created {
@@ -126,12 +132,12 @@ pub async fn insert_many_keyed(
     let query = sqlx::query_as(concat!(
         "WITH inserted AS (",
         "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, ",
-        "                    idempotency_caller, idempotency_key, request_fingerprint) ",
+        "                    idempotency_caller, idempotency_key, request_fingerprint, tenant) ",
         "  SELECT id, kind, queue, payload, priority, coalesce(run_at, now()), max_attempts, timeout_secs, ",
-        "         $9, key, $10 ",
+        "         $10, key, $11, tenant ",
         "  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::timestamptz[], ",
-        "              $7::int4[], $8::int4[], $11::text[]) ",
-        "       AS t(id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, key) ",
+        "              $7::int4[], $8::int4[], $9::text[], $12::text[]) ",
+        "       AS t(id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, tenant, key) ",
         "  ON CONFLICT (idempotency_caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING ",
         "  RETURNING ",
         job_columns!(),
@@ -180,14 +186,15 @@ struct JobWithFingerprint {
     request_fingerprint: Option<String>,
 }
 
-/// One job by id.
-pub async fn get(pool: &PgPool, id: Uuid) -> super::Result<Option<Job>> {
+/// One job by id, if `tenant` may see it (see [`Visible`]).
+pub async fn get(pool: &PgPool, id: Uuid, tenant: Visible<'_>) -> super::Result<Option<Job>> {
     sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
-        " FROM jobs WHERE id = $1"
+        " FROM jobs WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)"
     ))
     .bind(id)
+    .bind(tenant)
     .fetch_optional(pool)
     .await
     .map_err(Into::into)
@@ -199,6 +206,8 @@ pub struct ListFilter {
     pub status: Option<JobStatus>,
     pub kind: Option<String>,
     pub queue: Option<String>,
+    /// Only this tenant's jobs; `None`: every tenant's.
+    pub tenant: Option<String>,
     pub before: Option<Uuid>,
     pub limit: i64,
 }
@@ -215,6 +224,9 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> super::Result<Vec<Job>>
     }
     if let Some(queue) = &filter.queue {
         query.push(" AND queue = ").push_bind(queue);
+    }
+    if let Some(tenant) = &filter.tenant {
+        query.push(" AND tenant = ").push_bind(tenant);
     }
     if let Some(before) = filter.before {
         query.push(" AND id < ").push_bind(before);
@@ -238,19 +250,20 @@ pub enum Cancelled {
 }
 
 /// Cancels a queued job at once, or flags a running one so its worker stops it.
-pub async fn cancel(pool: &PgPool, id: Uuid) -> super::Result<Cancelled> {
+pub async fn cancel(pool: &PgPool, id: Uuid, tenant: Visible<'_>) -> super::Result<Cancelled> {
     let updated: Option<Job> = sqlx::query_as(concat!(
         "UPDATE jobs SET ",
         "  status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, ",
         "  finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END, ",
         "  error = CASE WHEN status = 'queued' THEN $2::jsonb ELSE error END, ",
         "  cancel_requested = true, updated_at = now() ",
-        "WHERE id = $1 AND status IN ('queued', 'running') ",
+        "WHERE id = $1 AND status IN ('queued', 'running') AND ($3::text IS NULL OR tenant = $3) ",
         "RETURNING ",
         job_columns!()
     ))
     .bind(id)
     .bind(crate::attempt::cancelled_before_start())
+    .bind(tenant)
     .fetch_optional(pool)
     .await?;
     match updated {
@@ -263,7 +276,7 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> super::Result<Cancelled> {
             Ok(Cancelled::Requested(job))
         }
         Some(job) => Ok(Cancelled::Done(job)),
-        None => Ok(match get(pool, id).await? {
+        None => Ok(match get(pool, id, tenant).await? {
             None => Cancelled::NotFound,
             Some(job) if job.status == JobStatus::Cancelled => Cancelled::Done(job),
             // Between our update and this read the job can only have moved to a terminal state.
@@ -282,31 +295,36 @@ pub enum Deleted {
 }
 
 /// Removes a finished job and (by cascade) its result.
-pub async fn delete(pool: &PgPool, id: Uuid) -> super::Result<Deleted> {
+pub async fn delete(pool: &PgPool, id: Uuid, tenant: Visible<'_>) -> super::Result<Deleted> {
     let deleted = sqlx::query(
-        "DELETE FROM jobs WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled')",
+        "DELETE FROM jobs WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled') \
+           AND ($2::text IS NULL OR tenant = $2)",
     )
     .bind(id)
+    .bind(tenant)
     .execute(pool)
     .await?;
     if deleted.rows_affected() > 0 {
         return Ok(Deleted::Done);
     }
-    let status: Option<JobStatus> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let status: Option<JobStatus> = sqlx::query_scalar(
+        "SELECT status FROM jobs WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?;
     Ok(match status {
         None => Deleted::NotFound,
-        Some(status) if status.is_terminal() => Box::pin(delete(pool, id)).await?,
+        Some(status) if status.is_terminal() => Box::pin(delete(pool, id, tenant)).await?,
         Some(status) => Deleted::NotFinished(status),
     })
 }
 
 type JobsQuery<'q> = sqlx::query::QueryAs<'q, Postgres, Job, sqlx::postgres::PgArguments>;
 
-/// Binds the columns of `jobs` as the arrays `$1` to `$8` of an `unnest` insert: id, kind, queue,
-/// payload, priority, run_at, max_attempts, timeout_secs.
+/// Binds the columns of `jobs` as the arrays `$1` to `$9` of an `unnest` insert: id, kind, queue,
+/// payload, priority, run_at, max_attempts, timeout_secs, tenant.
 fn bind_columns<'q>(query: JobsQuery<'q>, jobs: &'q [NewJob]) -> JobsQuery<'q> {
     query
         .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
@@ -317,4 +335,5 @@ fn bind_columns<'q>(query: JobsQuery<'q>, jobs: &'q [NewJob]) -> JobsQuery<'q> {
         .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.timeout_secs).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.tenant.as_str()).collect::<Vec<_>>())
 }

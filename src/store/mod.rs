@@ -1,6 +1,7 @@
 //! All SQL lives here, one concept per file, queries named entity–verb.
 //!
 //! - [`error`]: the store's error type, sorted by what a caller can do about it.
+//! - [`api_keys`]: API keys (hashes only), their tenants and scopes.
 //! - [`db`]: connecting, creating the database, migrations, readiness.
 //! - [`jobs`]: inserting, reading, listing, cancelling and deleting jobs (the API's side).
 //! - [`external`]: the external workers' claims, heartbeats and completions over HTTP.
@@ -11,6 +12,7 @@
 //! - [`results`]: reading stored results.
 //! - [`notify`]: the LISTEN/NOTIFY channels that wake idle workers and running jobs.
 
+pub mod api_keys;
 pub mod db;
 pub mod error;
 pub mod external;

@@ -28,12 +28,18 @@ pub enum ResultLookup {
 type ResultRow = (JobStatus, Option<String>, Option<Vec<u8>>, Option<Value>);
 
 /// The result of job `id`, if it has one.
-pub async fn get(pool: &PgPool, id: Uuid) -> super::Result<ResultLookup> {
+pub async fn get(
+    pool: &PgPool,
+    id: Uuid,
+    tenant: super::jobs::Visible<'_>,
+) -> super::Result<ResultLookup> {
     let row: Option<ResultRow> = sqlx::query_as(
         "SELECT j.status, r.content_type, r.body, r.headers \
-         FROM jobs j LEFT JOIN results r ON r.job_id = j.id WHERE j.id = $1",
+         FROM jobs j LEFT JOIN results r ON r.job_id = j.id \
+         WHERE j.id = $1 AND ($2::text IS NULL OR j.tenant = $2)",
     )
     .bind(id)
+    .bind(tenant)
     .fetch_optional(pool)
     .await?;
     Ok(match row {

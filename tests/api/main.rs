@@ -9,6 +9,7 @@ mod docs;
 mod exec_kind;
 mod health;
 mod http_kind;
+mod keys;
 mod kinds;
 mod list_batch;
 mod maintenance;

@@ -293,22 +293,6 @@ async fn an_idempotency_key_reused_with_a_different_request_is_422() {
 }
 
 #[tokio::test]
-async fn idempotency_keys_are_scoped_to_the_caller() {
-    let app = spawn_app_with(|s| s.workers = 0).await;
-    let send = |token: &'static str, n: i64| {
-        app.client
-            .post(app.url("/v1/jobs"))
-            .header("Idempotency-Key", "shared-key")
-            .header("Authorization", token)
-            .json(&json!({"kind": "echo", "payload": {"n": n}}))
-            .send()
-    };
-    assert_eq!(send("Bearer alice", 1).await.unwrap().status(), 202);
-    assert_eq!(send("Bearer bob", 2).await.unwrap().status(), 202);
-    assert_eq!(count(&app.pool, "SELECT count(*) FROM jobs").await, 2);
-}
-
-#[tokio::test]
 async fn an_idempotency_key_over_255_characters_is_400() {
     let app = spawn_app().await;
     let request = app

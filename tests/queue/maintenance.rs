@@ -72,7 +72,9 @@ async fn pruning_deletes_only_finished_jobs_past_retention_with_their_results_in
     .expect("fail");
     let old_cancelled = insert_one(pool, new_job("idle")).await;
     assert!(matches!(
-        jobs::cancel(pool, old_cancelled).await.expect("cancel"),
+        jobs::cancel(pool, old_cancelled, None)
+            .await
+            .expect("cancel"),
         Cancelled::Done(_)
     ));
     backdate(pool, &[old_failed, old_cancelled], two_hours).await;
@@ -219,7 +221,7 @@ async fn rescue_requeues_fails_or_cancels_expired_jobs_by_what_is_left_of_them()
         claim_one(pool, kind, LEASE).await;
     }
     assert!(matches!(
-        jobs::cancel(pool, cancel).await.expect("cancel"),
+        jobs::cancel(pool, cancel, None).await.expect("cancel"),
         Cancelled::Requested(_)
     ));
     for id in [retry, spent, cancel] {

@@ -120,7 +120,7 @@ async fn cancelling_a_running_job_stops_it_promptly_through_notify_and_stores_no
     );
 
     let asked = Instant::now();
-    match jobs::cancel(pool, id).await.expect("cancel") {
+    match jobs::cancel(pool, id, None).await.expect("cancel") {
         Cancelled::Requested(job) => assert!(job.cancel_requested),
         other => panic!("cancelling a running job answered {other:?}"),
     }
@@ -151,7 +151,7 @@ async fn cancelling_a_running_job_stops_it_promptly_through_notify_and_stores_no
     assert_eq!(lease_row(pool, id).await.lease_token, None);
     // A second cancel is a no-op that reports the job cancelled.
     assert!(matches!(
-        jobs::cancel(pool, id).await.expect("cancel"),
+        jobs::cancel(pool, id, None).await.expect("cancel"),
         Cancelled::Done(_)
     ));
     workers.shutdown(Duration::from_secs(1)).await;

@@ -138,7 +138,7 @@ async fn release_returns_jobs_without_spending_the_attempt_and_ends_cancel_reque
     let claimed = claim(pool, "echo", 10, Duration::from_secs(30)).await;
     assert_eq!(claimed.len(), 2);
     assert!(matches!(
-        jobdock::store::jobs::cancel(pool, drop)
+        jobdock::store::jobs::cancel(pool, drop, None)
             .await
             .expect("cancel"),
         jobdock::store::jobs::Cancelled::Requested(_)

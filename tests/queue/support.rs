@@ -101,7 +101,7 @@ pub fn completion(lease: Lease, body: &str) -> Completion {
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Job {
-    jobdock::store::jobs::get(pool, id)
+    jobdock::store::jobs::get(pool, id, None)
         .await
         .expect("get job")
         .expect("job exists")

@@ -23,8 +23,10 @@ async fn cancel_racing_completion_ends_succeeded_once_and_nothing_changes_it_lat
         let claimed = claim_one(pool, "echo", LEASE).await;
         let lease = lease_of(&claimed);
         let done = [completion(lease, "done")];
-        let (cancelled, completed) =
-            tokio::join!(jobs::cancel(pool, id), leases::complete_many(pool, &done));
+        let (cancelled, completed) = tokio::join!(
+            jobs::cancel(pool, id, None),
+            leases::complete_many(pool, &done)
+        );
         let cancelled = cancelled.expect("cancel");
         let completed = completed.expect("complete");
         // A running job is only flagged by cancel, so the completion always applies; cancel saw it either
@@ -45,7 +47,7 @@ async fn cancel_racing_completion_ends_succeeded_once_and_nothing_changes_it_lat
 
         // Later writes are refused and change nothing.
         assert!(matches!(
-            jobs::cancel(pool, id).await.expect("cancel"),
+            jobs::cancel(pool, id, None).await.expect("cancel"),
             Cancelled::Finished(_)
         ));
         assert!(leases::complete_many(pool, &[completion(lease, "again")])
@@ -135,7 +137,7 @@ async fn cancel_racing_a_claim_either_cancels_the_queued_job_or_flags_the_claime
     for _ in 0..ITERATIONS {
         let id = insert_one(pool, new_job("echo")).await;
         let (cancelled, claimed) =
-            tokio::join!(jobs::cancel(pool, id), claim(pool, "echo", 1, LEASE));
+            tokio::join!(jobs::cancel(pool, id, None), claim(pool, "echo", 1, LEASE));
         match (cancelled.expect("cancel"), claimed.as_slice()) {
             (Cancelled::Done(job), []) => {
                 cancelled_first += 1;
@@ -157,7 +159,7 @@ async fn cancel_racing_a_claim_either_cancels_the_queued_job_or_flags_the_claime
                 .await
                 .expect("cancel_running"));
                 assert!(matches!(
-                    jobs::cancel(pool, id).await.expect("cancel"),
+                    jobs::cancel(pool, id, None).await.expect("cancel"),
                     Cancelled::Done(_)
                 ));
                 assert!(
@@ -200,7 +202,7 @@ async fn terminal_jobs_are_never_claimed_rescued_or_released() {
     .await
     .expect("fail");
     let cancelled = insert_one(pool, new_job("echo")).await;
-    jobs::cancel(pool, cancelled).await.expect("cancel");
+    jobs::cancel(pool, cancelled, None).await.expect("cancel");
 
     // Even with a lease expiry forced onto them, nothing moves them.
     sqlx::query("UPDATE jobs SET lease_expires_at = now() - interval '1 hour'")
@@ -234,14 +236,16 @@ async fn cancel_racing_a_retryable_failure_or_a_release_always_ends_cancelled() 
             let error = json!({"detail": "flaky"});
             let cancelled_error = json!({"title": "cancelled"});
             let (cancelled, moved) = tokio::join!(
-                jobs::cancel(pool, id),
+                jobs::cancel(pool, id, None),
                 leases::fail_attempt(pool, lease, &error, &cancelled_error, true, Duration::ZERO)
             );
             (cancelled, moved.expect("fail").is_some())
         } else {
             let leases = [lease];
-            let (cancelled, released) =
-                tokio::join!(jobs::cancel(pool, id), leases::release_many(pool, &leases));
+            let (cancelled, released) = tokio::join!(
+                jobs::cancel(pool, id, None),
+                leases::release_many(pool, &leases)
+            );
             (cancelled, released.expect("release") == vec![id])
         };
         assert!(requeued, "the worker's own write was refused");

@@ -17,14 +17,12 @@ use poem_openapi::OpenApi;
 use uuid::Uuid;
 
 use super::problem::Problem;
-use super::{ApiState, ApiTags};
+use super::{caller, ApiState, ApiTags};
 use crate::job::{Idempotency, Job, JobStatus};
 use crate::store::jobs::{BatchInserted, Cancelled, Deleted, Inserted};
 use crate::store::{self, results::ResultLookup};
 use responses::*;
-use submit::{
-    batch_idempotency, caller_scope, fingerprint, parse_submission, validate_submission, Rejection,
-};
+use submit::{batch_idempotency, fingerprint, parse_submission, validate_submission, Rejection};
 use types::*;
 
 /// How long clients are told to wait between polls of a job that is due now.
@@ -105,6 +103,7 @@ impl JobsApi {
             Ok(job) => job,
             Err(rejection) => return rejection.problem().into(),
         };
+        job.tenant = caller(request).tenant;
         let fingerprint = idempotency_key.0.as_ref().map(|_| fingerprint(&job));
         if let (Some(key), Some(fingerprint)) = (idempotency_key.0, fingerprint) {
             if key.contains('\0') {
@@ -112,7 +111,8 @@ impl JobsApi {
                     .into();
             }
             job.idempotency = Some(Idempotency {
-                caller: caller_scope(request),
+                // Keys are scoped per tenant: two tenants may use the same key for different work.
+                caller: job.tenant.clone(),
                 key,
                 fingerprint,
             });
@@ -157,13 +157,17 @@ impl JobsApi {
         if let Some(problem) = unreadable_key(request, &idempotency_key) {
             return problem.into();
         }
+        let tenant = caller(request).tenant;
         let mut jobs = Vec::with_capacity(body.0.jobs.len());
         for (index, item) in body.0.jobs.into_iter().enumerate() {
             let parsed = parse_submission(item.0)
                 .map_err(Rejection::from)
                 .and_then(|submit| validate_submission(&self.state.registry, submit));
             match parsed {
-                Ok(job) => jobs.push(job),
+                Ok(mut job) => {
+                    job.tenant = tenant.clone();
+                    jobs.push(job);
+                }
                 Err(mut rejection) => {
                     rejection.detail = format!("jobs[{index}] is invalid: {}", rejection.detail);
                     let mut problem = rejection.problem();
@@ -177,7 +181,7 @@ impl JobsApi {
             Some(key) => {
                 let (keys, fingerprint) = batch_idempotency(&key, &jobs);
                 // Batches live in a key space of their own: a batch key never answers a single submit.
-                let caller = format!("{}#batch", caller_scope(request));
+                let caller = format!("{tenant}#batch");
                 match store::jobs::insert_many_keyed(
                     &self.state.pool,
                     &jobs,
@@ -217,13 +221,16 @@ impl JobsApi {
     #[oai(path = "/v1/jobs/:id", method = "get", operation_id = "get_job")]
     async fn get_job(
         &self,
+        request: &Request,
         /// The job's id, from the `Location` of the 202.
         id: Path<Uuid>,
         /// `false`: answer a succeeded job with 200 and `result_url` instead of 302.
         #[oai(default = "default_true")]
         redirect: Query<bool>,
     ) -> GetJobResponse {
-        let job = match store::jobs::get(&self.state.pool, id.0).await {
+        let job = match store::jobs::get(&self.state.pool, id.0, caller(request).visible_tenant())
+            .await
+        {
             Ok(Some(job)) => job,
             Ok(None) => return Problem::job_not_found().into(),
             Err(err) => return Problem::from_db(&err).into(),
@@ -251,8 +258,9 @@ impl JobsApi {
         method = "get",
         operation_id = "get_job_result"
     )]
-    async fn get_job_result(&self, id: Path<Uuid>) -> GetJobResultResponse {
-        match store::results::get(&self.state.pool, id.0).await {
+    async fn get_job_result(&self, request: &Request, id: Path<Uuid>) -> GetJobResultResponse {
+        let caller = caller(request);
+        match store::results::get(&self.state.pool, id.0, caller.visible_tenant()).await {
             Ok(ResultLookup::Found(result)) => GetJobResultResponse::Ok(ResultBody {
                 content_type: result.content_type,
                 body: result.body,
@@ -284,8 +292,9 @@ impl JobsApi {
         method = "post",
         operation_id = "cancel_job"
     )]
-    async fn cancel_job(&self, id: Path<Uuid>) -> CancelJobResponse {
-        match store::jobs::cancel(&self.state.pool, id.0).await {
+    async fn cancel_job(&self, request: &Request, id: Path<Uuid>) -> CancelJobResponse {
+        let caller = caller(request);
+        match store::jobs::cancel(&self.state.pool, id.0, caller.visible_tenant()).await {
             Ok(Cancelled::Done(job)) => CancelJobResponse::Cancelled(Json(job.into())),
             Ok(Cancelled::Requested(job)) => {
                 let location = monitor_path(job.id);
@@ -313,8 +322,9 @@ impl JobsApi {
     /// Removes a `succeeded`, `failed` or `cancelled` job and its result. A queued or running job is left
     /// alone (**409**): cancel it first.
     #[oai(path = "/v1/jobs/:id", method = "delete", operation_id = "delete_job")]
-    async fn delete_job(&self, id: Path<Uuid>) -> DeleteJobResponse {
-        match store::jobs::delete(&self.state.pool, id.0).await {
+    async fn delete_job(&self, request: &Request, id: Path<Uuid>) -> DeleteJobResponse {
+        let caller = caller(request);
+        match store::jobs::delete(&self.state.pool, id.0, caller.visible_tenant()).await {
             Ok(Deleted::Done) => DeleteJobResponse::Deleted,
             Ok(Deleted::NotFinished(status)) => {
                 let mut problem = Problem::conflict(
@@ -337,6 +347,7 @@ impl JobsApi {
     #[oai(path = "/v1/jobs", method = "get", operation_id = "list_jobs")]
     async fn list_jobs(
         &self,
+        request: &Request,
         /// Only jobs with this status.
         status: Query<Option<JobStatusName>>,
         /// Only jobs of this kind.
@@ -367,6 +378,7 @@ impl JobsApi {
             status: status.0.map(JobStatus::from),
             kind: kind.0,
             queue: queue.0,
+            tenant: caller(request).visible_tenant().map(str::to_owned),
             before,
             limit: i64::from(limit.0) + 1,
         };

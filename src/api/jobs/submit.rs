@@ -1,7 +1,6 @@
 //! Turning a submitted body into a [`NewJob`]: the kind must exist and accept the payload, and nothing
 //! PostgreSQL would reject (NUL characters) may get through to become a 500.
 
-use poem::Request;
 use poem_openapi::types::ParseFromJSON;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -211,19 +210,6 @@ fn contains_nul(value: &Value) -> bool {
             .iter()
             .any(|(key, value)| key.contains('\0') || contains_nul(value)),
         _ => false,
-    }
-}
-
-/// Who an `Idempotency-Key` belongs to. jobdock has no users of its own, so callers are told apart by the
-/// credentials they present (a hash of `Authorization`, never the secret itself); callers without
-/// credentials share one scope.
-pub fn caller_scope(request: &Request) -> String {
-    match request.headers().get(poem::http::header::AUTHORIZATION) {
-        Some(credentials) => format!(
-            "auth:{}",
-            hex(&Sha256::digest(credentials.as_bytes()))[..32].to_owned()
-        ),
-        None => "anonymous".to_owned(),
     }
 }
 

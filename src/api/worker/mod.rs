@@ -13,6 +13,7 @@ pub mod types;
 
 use std::time::Duration;
 
+use poem::Request;
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::problem::Problem;
-use super::{ApiState, ApiTags};
+use super::{caller, ApiState, ApiTags};
 use crate::attempt::{self, Failure};
 use crate::store::external::{self, Completed, ExternalClaim, LeaseState};
 use crate::store::leases::Lease;
@@ -55,7 +56,8 @@ impl WorkerApi {
         method = "post",
         operation_id = "claim_jobs"
     )]
-    async fn claim_jobs(&self, body: Json<ClaimRequest>) -> ClaimResponse {
+    async fn claim_jobs(&self, http: &Request, body: Json<ClaimRequest>) -> ClaimResponse {
+        let caller = caller(http);
         let request = body.0;
         if let Err(detail) = self.check_claim(&request) {
             return Problem::bad_request(detail).into();
@@ -71,6 +73,8 @@ impl WorkerApi {
             limit: i64::from(request.max_jobs.unwrap_or(1)),
             lease,
             worker_id: &request.worker_id,
+            // A `work` key claims only its tenant's jobs; `admin` any tenant's.
+            tenant: caller.visible_tenant(),
         };
         let deadline = Instant::now() + wait;
         let mut signals = self.state.signals.clone();
@@ -110,10 +114,14 @@ impl WorkerApi {
     )]
     async fn heartbeat_job(
         &self,
+        http: &Request,
         /// The job's id.
         id: Path<Uuid>,
         body: Json<HeartbeatRequest>,
     ) -> HeartbeatResponse {
+        if let Some(problem) = self.foreign(http, id.0).await {
+            return problem.into();
+        }
         let lease = Lease {
             id: id.0,
             token: body.0.lease_token,
@@ -126,7 +134,7 @@ impl WorkerApi {
                 lease_expires_at: renewed.lease_expires_at,
                 cancel_requested: renewed.cancel_requested,
             })),
-            Ok(None) => self.lost_or_unknown(id.0).await.into(),
+            Ok(None) => self.lost_or_unknown(http, id.0).await.into(),
             Err(err) => Problem::from_db(&err).into(),
         }
     }
@@ -142,6 +150,7 @@ impl WorkerApi {
     )]
     async fn complete_job(
         &self,
+        http: &Request,
         /// The job's id.
         id: Path<Uuid>,
         /// The `lease_token` of the claim.
@@ -155,6 +164,9 @@ impl WorkerApi {
             )
             .into();
         };
+        if let Some(problem) = self.foreign(http, id.0).await {
+            return problem.into();
+        }
         if body.body.len() > self.state.max_result_bytes {
             return Problem::new(
                 poem::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -199,10 +211,14 @@ impl WorkerApi {
     )]
     async fn fail_job(
         &self,
+        http: &Request,
         /// The job's id.
         id: Path<Uuid>,
         body: Json<FailRequest>,
     ) -> FailResponse {
+        if let Some(problem) = self.foreign(http, id.0).await {
+            return problem.into();
+        }
         let request = body.0;
         let error = match worker_error(request.error) {
             Ok(error) => error,
@@ -324,9 +340,22 @@ impl WorkerApi {
         jobs
     }
 
+    /// 404 for another tenant's job, before anything is written: a `work` key touches only its own
+    /// tenant's jobs. Callers that see every tenant skip the lookup.
+    async fn foreign(&self, http: &Request, id: Uuid) -> Option<Problem> {
+        let caller = caller(http);
+        let tenant = caller.visible_tenant()?;
+        match external::exists(&self.state.pool, id, Some(tenant)).await {
+            Ok(true) => None,
+            Ok(false) => Some(Problem::job_not_found()),
+            Err(err) => Some(Problem::from_db(&err)),
+        }
+    }
+
     /// 404 when no job has this id, else 409: the lease is not held.
-    async fn lost_or_unknown(&self, id: Uuid) -> Problem {
-        match external::exists(&self.state.pool, id).await {
+    async fn lost_or_unknown(&self, http: &Request, id: Uuid) -> Problem {
+        let caller = caller(http);
+        match external::exists(&self.state.pool, id, caller.visible_tenant()).await {
             Ok(true) => lease_lost(LEASE_LOST_DETAIL),
             Ok(false) => Problem::job_not_found(),
             Err(err) => Problem::from_db(&err),
