@@ -272,6 +272,7 @@ fn worker_config(slots: usize) -> WorkerConfig {
         poll_interval: Duration::from_secs(1),
         retry_base: Duration::from_secs(1),
         worker_id: "jobdock-bench".to_owned(),
+        caps: Default::default(),
     }
 }
 

@@ -55,6 +55,8 @@ pub struct ApiState {
     pub cors_origins: Vec<String>,
     /// API keys; disabled unless set with [`ApiState::with_auth`].
     pub auth: auth::Auth,
+    /// `[tenants.NAME] max_running`, which external workers' claims honour too.
+    pub caps: std::sync::Arc<crate::store::leases::TenantCaps>,
 }
 
 impl ApiState {
@@ -75,6 +77,7 @@ impl ApiState {
             max_result_bytes: defaults.max_result_bytes,
             cors_origins: Vec::new(),
             auth: auth::Auth::disabled(),
+            caps: Default::default(),
         }
     }
 
@@ -91,6 +94,7 @@ impl ApiState {
         self.retry_base = settings.retry_base;
         self.max_result_bytes = settings.max_result_bytes;
         self.cors_origins = settings.cors_origins.clone();
+        self.caps = std::sync::Arc::new(crate::worker::tenant_caps(settings));
         self
     }
 

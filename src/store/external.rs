@@ -41,37 +41,50 @@ pub struct ExternalClaim<'a> {
     pub worker_id: &'a str,
     /// Only this tenant's jobs; `None`: any tenant's.
     pub tenant: super::jobs::Visible<'a>,
+    pub caps: &'a super::leases::TenantCaps,
 }
 
 /// Claims due jobs in priority order, in one statement that commits at once (the claim of
-/// [`super::leases::claim_available`], with a queue filter and the lease capped by each job's timeout).
+/// [`super::leases::claim_available`], fair share and tenant caps included, with a queue filter and the
+/// lease capped by each job's timeout).
 pub async fn claim(pool: &PgPool, claim: &ExternalClaim<'_>) -> super::Result<Vec<ExternalJob>> {
     let secs = i32::try_from(claim.lease.as_secs())
         .unwrap_or(i32::MAX)
         .max(1);
-    let jobs = sqlx::query_as(
-        "WITH next AS ( \
-           SELECT ctid FROM jobs \
-           WHERE status = 'queued' AND run_at <= now() AND kind = ANY($1) \
-             AND ($2::text[] IS NULL OR queue = ANY($2)) AND ($6::text IS NULL OR tenant = $6) \
-           ORDER BY priority DESC, run_at, id \
-           LIMIT $3 \
-           FOR UPDATE SKIP LOCKED) \
-         UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), \
+    let query = sqlx::query_as(concat!(
+        "WITH RECURSIVE ",
+        super::leases::fair_claim!(
+            "$1",
+            "$3",
+            "$6",
+            "$7",
+            "$8",
+            "AND ($2::text[] IS NULL OR queue = ANY($2))"
+        ),
+        " UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), \
            lease_secs = $4, lease_expires_at = now() + make_interval(secs => least($4, j.timeout_secs)), \
            worker_id = $5, started_at = now(), updated_at = now(), progress = NULL, error = NULL \
          WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM next)) \
          RETURNING j.id, j.kind, j.queue, j.payload::text AS payload, j.attempt, j.max_attempts, \
            j.timeout_secs, j.lease_token, j.lease_expires_at, j.created_at, j.priority, j.run_at",
-    )
+    ))
     .bind(claim.kinds)
     .bind(claim.queues)
     .bind(claim.limit)
     .bind(secs)
     .bind(claim.worker_id)
     .bind(claim.tenant)
-    .fetch_all(pool)
-    .await?;
+    .bind(&claim.caps.names)
+    .bind(&claim.caps.max_running);
+    let jobs: Vec<ClaimRow> = if claim.caps.names.is_empty() {
+        query.fetch_all(pool).await?
+    } else {
+        let mut tx = pool.begin().await?;
+        super::leases::lock_capped_claims(&mut tx).await?;
+        let rows = query.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows
+    };
     let mut jobs: Vec<(ExternalJob, i32, DateTime<Utc>)> = jobs
         .into_iter()
         .map(|row: ClaimRow| (row.job, row.priority, row.run_at))

@@ -61,6 +61,7 @@ pub async fn claim_available(
         limit,
         lease,
         worker_id,
+        caps: TenantCaps::none(),
     };
     Ok(complete_and_claim(pool, &[], &claim).await?.claimed)
 }
@@ -73,7 +74,93 @@ pub struct Claim<'a> {
     pub limit: i64,
     pub lease: Duration,
     pub worker_id: &'a str,
+    pub caps: &'a TenantCaps,
 }
+
+/// `[tenants.NAME] max_running`: the most running jobs of each named tenant, across all replicas.
+#[derive(Debug, Clone, Default)]
+pub struct TenantCaps {
+    pub names: Vec<String>,
+    pub max_running: Vec<i64>,
+}
+
+impl TenantCaps {
+    pub fn new(caps: impl IntoIterator<Item = (String, u32)>) -> TenantCaps {
+        let (names, max_running) = caps
+            .into_iter()
+            .map(|(name, max)| (name, i64::from(max)))
+            .unzip();
+        TenantCaps { names, max_running }
+    }
+
+    pub fn none() -> &'static TenantCaps {
+        static NONE: TenantCaps = TenantCaps {
+            names: Vec::new(),
+            max_running: Vec::new(),
+        };
+        &NONE
+    }
+}
+
+/// The advisory lock that claims under tenant caps take in turn (an arbitrary constant: "jobdock" + 1).
+const CAPPED_CLAIM_LOCK: i64 = 0x6a6f_6264_6f63_6b01;
+
+/// Makes claims under tenant caps take turns across replicas (until `tx` ends), so two of them cannot both
+/// see room for the same last slots of a tenant.
+pub(crate) async fn lock_capped_claims(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> super::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CAPPED_CLAIM_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The claim's choice of rows (the CTEs `tenants`, `active`, `candidates` and `next`), shared by the
+/// in-process and the external claims. Arguments are the parameters holding the kinds, the limit, the
+/// tenant to claim for (NULL: any), the capped tenants' names and caps, and extra SQL conditions.
+///
+/// Fair share: the tenants with queued jobs are found by a loose scan of `jobs_claimable_by_tenant` (one
+/// index probe per tenant), each gives up to `limit` of its claimable rows in claim order, and the claim
+/// takes them in turns (each tenant's first, then each one's second, ...). One tenant's burst therefore
+/// cannot starve another, and with one tenant the claim is what it always was. A capped tenant gives no
+/// more than its room under `max_running`.
+macro_rules! fair_claim {
+    ($kinds:literal, $limit:literal, $tenant:literal, $cap_names:literal, $cap_max:literal, $extra:literal) => {
+        concat!(
+            "tenants(tenant) AS ( \
+               (SELECT tenant FROM jobs WHERE ", $limit, " > 0 AND status = 'queued' \
+                  AND (", $tenant, "::text IS NULL OR tenant = ", $tenant, ") \
+                ORDER BY tenant LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT j.tenant FROM jobs j WHERE j.status = 'queued' AND j.tenant > t.tenant \
+                         AND (", $tenant, "::text IS NULL OR j.tenant = ", $tenant, ") \
+                       ORDER BY j.tenant LIMIT 1) \
+               FROM tenants t WHERE t.tenant IS NOT NULL), \
+             active AS ( \
+               SELECT t.tenant, CASE WHEN cap.max IS NULL THEN ", $limit, "::int8 \
+                 ELSE least(", $limit, "::int8, greatest(0, cap.max - (SELECT count(*) FROM jobs r \
+                   WHERE r.status = 'running' AND r.tenant = t.tenant))) END AS room \
+               FROM tenants t LEFT JOIN unnest(", $cap_names, "::text[], ", $cap_max, "::int8[]) \
+                 AS cap(tenant, max) ON cap.tenant = t.tenant \
+               WHERE t.tenant IS NOT NULL), \
+             candidates AS ( \
+               SELECT c.ctid, c.priority, c.run_at, c.id, row_number() OVER ( \
+                 PARTITION BY a.tenant ORDER BY c.priority DESC, c.run_at, c.id) AS turn \
+               FROM active a CROSS JOIN LATERAL ( \
+                 SELECT ctid, priority, run_at, id FROM jobs \
+                 WHERE tenant = a.tenant AND status = 'queued' AND run_at <= now() \
+                   AND kind = ANY(", $kinds, ") ", $extra, " \
+                 ORDER BY priority DESC, run_at, id \
+                 LIMIT a.room \
+                 FOR UPDATE SKIP LOCKED) c), \
+             next AS ( \
+               SELECT ctid FROM candidates ORDER BY turn, priority DESC, run_at, id LIMIT ", $limit, ")"
+        )
+    };
+}
+pub(crate) use fair_claim;
 
 /// What [`complete_and_claim`] did.
 #[derive(Debug, Default)]
@@ -114,8 +201,8 @@ pub async fn complete_and_claim(
     // so two of them never wait on each other in a circle (a deadlock seen once in 40,000 jobs).
     let mut completions: Vec<&Completion> = completions.iter().collect();
     completions.sort_by_key(|c| c.lease.id);
-    let rows: Vec<StepRow> = sqlx::query_as(
-        "WITH done AS ( \
+    let query = sqlx::query_as(concat!(
+        "WITH RECURSIVE done AS ( \
            UPDATE jobs j SET status = 'succeeded', finished_at = now(), updated_at = now(), \
              lease_token = NULL, lease_expires_at = NULL, error = NULL \
            FROM unnest($1::uuid[], $2::uuid[]) AS input(id, token) \
@@ -127,13 +214,9 @@ pub async fn complete_and_claim(
            FROM unnest($1::uuid[], $3::text[], $4::bytea[], $9::jsonb[]) \
              AS input(id, content_type, body, headers) \
            JOIN done ON done.id = input.id \
-           RETURNING job_id), \
-         next AS ( \
-           SELECT ctid FROM jobs \
-           WHERE status = 'queued' AND run_at <= now() AND kind = ANY($5) \
-           ORDER BY priority DESC, run_at, id \
-           LIMIT $6 \
-           FOR UPDATE SKIP LOCKED), \
+           RETURNING job_id), ",
+        fair_claim!("$5", "$6", "$10", "$11", "$12", ""),
+        ", \
          claimed AS ( \
            UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), \
              lease_expires_at = now() + make_interval(secs => $7), worker_id = $8, started_at = now(), \
@@ -151,7 +234,7 @@ pub async fn complete_and_claim(
            priority, run_at \
          FROM claimed \
          ORDER BY completed DESC, priority DESC, run_at, id",
-    )
+    ))
     .bind(completions.iter().map(|c| c.lease.id).collect::<Vec<_>>())
     .bind(completions.iter().map(|c| c.lease.token).collect::<Vec<_>>())
     .bind(
@@ -171,8 +254,18 @@ pub async fn complete_and_claim(
             .map(|c| c.headers.as_ref())
             .collect::<Vec<_>>(),
     )
-    .fetch_all(pool)
-    .await?;
+    .bind(None::<&str>)
+    .bind(&claim.caps.names)
+    .bind(&claim.caps.max_running);
+    let rows: Vec<StepRow> = if claim.caps.names.is_empty() || claim.limit == 0 {
+        query.fetch_all(pool).await?
+    } else {
+        let mut tx = pool.begin().await?;
+        lock_capped_claims(&mut tx).await?;
+        let rows = query.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows
+    };
     let mut step = Step::default();
     for row in rows {
         if row.completed {
@@ -283,6 +376,7 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion]) -> super::
         limit: 0,
         lease: Duration::ZERO,
         worker_id: "",
+        caps: TenantCaps::none(),
     };
     Ok(complete_and_claim(pool, completions, &nothing)
         .await?

@@ -252,6 +252,7 @@ impl Dispatcher {
                 limit: limit as i64,
                 lease: shared.config.lease,
                 worker_id: &shared.config.worker_id,
+                caps: &shared.config.caps,
             };
             let step = leases::complete_and_claim(&shared.pool, &completions, &claim).await;
             Answer {

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::kinds::Registry;
+use crate::store::leases::TenantCaps;
 use running::Running;
 
 /// How a worker pool behaves; see the flags of the same names in [`crate::config`].
@@ -43,6 +44,8 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     /// Written on claimed jobs, to tell in the database which process runs what.
     pub worker_id: String,
+    /// `[tenants.NAME] max_running`.
+    pub caps: Arc<TenantCaps>,
 }
 
 impl WorkerConfig {
@@ -52,6 +55,7 @@ impl WorkerConfig {
             lease: settings.lease,
             poll_interval: settings.poll_interval,
             retry_base: settings.retry_base,
+            caps: Arc::new(tenant_caps(settings)),
             worker_id: format!(
                 "{}:{}:{}",
                 hostname(),
@@ -60,6 +64,16 @@ impl WorkerConfig {
             ),
         }
     }
+}
+
+/// The tenant caps of `[tenants.NAME] max_running`.
+pub fn tenant_caps(settings: &Settings) -> TenantCaps {
+    TenantCaps::new(
+        settings
+            .tenants
+            .iter()
+            .filter_map(|tenant| Some((tenant.name.clone(), tenant.max_running?))),
+    )
 }
 
 fn hostname() -> String {

@@ -15,4 +15,5 @@ mod maintenance;
 mod retries;
 mod runtime;
 mod shutdown;
+mod tenants;
 mod terminal;

@@ -187,6 +187,7 @@ pub fn config(slots: usize, lease: Duration, retry_base: Duration) -> WorkerConf
         poll_interval: Duration::from_millis(50),
         retry_base,
         worker_id: format!("queue-test-{}", &Uuid::new_v4().simple().to_string()[..8]),
+        caps: Default::default(),
     }
 }
 

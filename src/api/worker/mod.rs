@@ -75,6 +75,7 @@ impl WorkerApi {
             worker_id: &request.worker_id,
             // A `work` key claims only its tenant's jobs; `admin` any tenant's.
             tenant: caller.visible_tenant(),
+            caps: &self.state.caps,
         };
         let deadline = Instant::now() + wait;
         let mut signals = self.state.signals.clone();
