@@ -64,14 +64,14 @@ pub const INSERT: &str = "INSERT INTO jobs (id, kind) VALUES (gen_random_uuid(),
 /// The SQL work of a drain, in batches of 500: claim to `running` in one statement; then mark `succeeded`
 /// and insert the `results` rows in a second. Each client fences its own claims by worker id.
 pub const DRAIN_CEILING: &str = "\
-WITH next AS (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT 500 FOR UPDATE SKIP LOCKED) UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), lease_expires_at = now() + interval '30 seconds', worker_id = 'pgbench-' || :client_id, started_at = now(), updated_at = now() FROM next WHERE j.id = next.id;
+WITH next AS (SELECT id FROM jobs WHERE tenant = 'default' AND status = 'queued' AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT 500 FOR UPDATE SKIP LOCKED) UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), lease_expires_at = now() + interval '30 seconds', worker_id = 'pgbench-' || :client_id, started_at = now(), updated_at = now() FROM next WHERE j.id = next.id;
 WITH done AS (UPDATE jobs SET status = 'succeeded', finished_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL WHERE status = 'running' AND worker_id = 'pgbench-' || :client_id RETURNING id) INSERT INTO results (job_id, content_type, body) SELECT id, 'application/json', '\\x7b7d' FROM done;
 ";
 
 /// One job's lifecycle in two commits: insert it; then claim one job and complete it with its result.
 pub const LIFECYCLE: &str = "\
 INSERT INTO jobs (id, kind) VALUES (gen_random_uuid(), 'echo');
-WITH next AS (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), done AS (UPDATE jobs j SET status = 'succeeded', attempt = 1, started_at = now(), finished_at = now(), updated_at = now() FROM next WHERE j.id = next.id RETURNING j.id) INSERT INTO results (job_id, content_type, body) SELECT id, 'application/json', '\\x7b7d' FROM done;
+WITH next AS (SELECT id FROM jobs WHERE tenant = 'default' AND status = 'queued' AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED), done AS (UPDATE jobs j SET status = 'succeeded', attempt = 1, started_at = now(), finished_at = now(), updated_at = now() FROM next WHERE j.id = next.id RETURNING j.id) INSERT INTO results (job_id, content_type, body) SELECT id, 'application/json', '\\x7b7d' FROM done;
 ";
 
 /// A primary-key lookup of one job, as the status monitor does.
