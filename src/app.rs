@@ -114,6 +114,7 @@ impl Application {
                 .with_signals(workers.signals(), stop.clone()),
             self.settings.max_body_bytes,
         );
+        let depth = crate::metrics::count_depth(self.pool.clone(), stop.clone());
         let grace = self.settings.shutdown_grace;
         let http = Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(
             routes,
@@ -127,6 +128,7 @@ impl Application {
         };
         let (served, ()) = tokio::join!(http, work);
         maintenance.stop().await;
+        let _ = depth.await;
         self.pool.close().await;
         tracing::info!("jobdock stopped");
         served.context("the HTTP server failed")

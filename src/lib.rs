@@ -16,6 +16,7 @@
 //!   the configured `http` and `exec` kinds.
 //! - [`worker`]: the runtime — dispatcher (claims and results in one statement), executor, heartbeats, LISTEN/NOTIFY.
 //! - [`maintenance`]: rescue of expired leases, pruning, statistics: a service on every replica.
+//! - [`metrics`]: the Prometheus series and `/metrics`.
 //! - [`store`]: all SQL.
 //!
 //! To embed jobdock with kinds of your own, implement [`Handler`], add it to [`Registry::builtin`] and pass
@@ -30,6 +31,7 @@ pub mod job;
 pub mod keys;
 pub mod kinds;
 pub mod maintenance;
+pub mod metrics;
 pub mod store;
 pub mod tenant;
 pub mod worker;

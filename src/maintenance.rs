@@ -101,6 +101,9 @@ async fn rescue_all(shared: &Shared) {
             Ok(rescued) => {
                 for job in &rescued {
                     tracing::info!(job = %job.id, status = %job.status, "rescued a job whose lease expired");
+                    if job.status.is_terminal() {
+                        crate::metrics::job_finished(&job.kind, job.status);
+                    }
                 }
                 if (rescued.len() as i64) < BATCH {
                     return;

@@ -89,7 +89,7 @@ fn describe_security(document: &mut Value) {
         return;
     };
     for (path, item) in paths.iter_mut() {
-        if !path.starts_with("/v1/") {
+        if !path.starts_with("/v1/") && path != "/metrics" {
             continue;
         }
         let operations = item

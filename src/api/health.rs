@@ -1,6 +1,6 @@
 //! Liveness and readiness, for load balancers and orchestrators.
 
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::problem::Problem;
@@ -46,6 +46,16 @@ impl HealthApi {
         HealthzResponse::Ok(Json(Health {
             status: "ok".to_owned(),
         }))
+    }
+
+    /// Prometheus metrics
+    ///
+    /// The named series of jobdock in the Prometheus text format: jobs submitted and finished, queue depth
+    /// (counted every few seconds), wait and run times, HTTP requests and their durations, database pool
+    /// connections. Needs an `admin` key once the server has keys.
+    #[oai(path = "/metrics", method = "get", operation_id = "get_metrics")]
+    async fn get_metrics(&self) -> PlainText<String> {
+        PlainText(crate::metrics::render(&self.state.pool))
     }
 
     /// Is the server ready for traffic?

@@ -34,12 +34,17 @@ pub(super) async fn middleware<E: Endpoint>(
     let path = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let span = tracing::info_span!("request", id = %id);
-    let mut response = handle(endpoint, request, limits, methods, auth)
+    let mut response = handle(endpoint, request, limits, methods.clone(), auth)
         .instrument(span.clone())
         .await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
+    crate::metrics::http_request(
+        methods.route_of(&path),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     span.in_scope(|| {
         tracing::info!(
             target: "jobdock::access",
@@ -255,8 +260,20 @@ impl AllowedMethods {
         AllowedMethods { paths }
     }
 
+    /// The documented path a request path matches (`/v1/jobs/{id}`), or `other`: a metric label that
+    /// cannot grow with the ids in URLs.
+    pub(super) fn route_of(&self, path: &str) -> String {
+        self.matching(path)
+            .map(|(template, _)| format!("/{}", template.join("/")))
+            .unwrap_or_else(|| "other".to_owned())
+    }
+
     /// The `Allow` value for a request path: template segments (`{id}`) match any one segment.
     fn for_path(&self, path: &str) -> Option<HeaderValue> {
+        self.matching(path).map(|(_, allow)| allow.clone())
+    }
+
+    fn matching(&self, path: &str) -> Option<&(Vec<String>, HeaderValue)> {
         let wanted = segments(path);
         let is_parameter = |segment: &String| segment.starts_with('{');
         self.paths
@@ -270,7 +287,6 @@ impl AllowedMethods {
             })
             // `/v1/jobs/batch` is a better match for itself than `/v1/jobs/{id}`.
             .min_by_key(|(template, _)| template.iter().filter(|t| is_parameter(t)).count())
-            .map(|(_, allow)| allow.clone())
     }
 }
 

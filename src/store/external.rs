@@ -147,6 +147,15 @@ pub enum Completed {
     NotFound,
 }
 
+/// A job an external worker's upload completed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CompletedJob {
+    pub id: Uuid,
+    pub kind: String,
+    /// Seconds from the claim to the completion.
+    pub ran_secs: f64,
+}
+
 /// A result an external worker uploads.
 #[derive(Debug, Clone)]
 pub struct Upload {
@@ -161,22 +170,24 @@ pub struct Upload {
 ///
 /// Rows are locked in id order (the input is sorted), as every batched write of running jobs does, so two
 /// batches never wait on each other in a circle.
-pub async fn complete_many(pool: &PgPool, uploads: &[&Upload]) -> super::Result<Vec<Uuid>> {
+pub async fn complete_many(pool: &PgPool, uploads: &[&Upload]) -> super::Result<Vec<CompletedJob>> {
     let mut uploads = uploads.to_vec();
     uploads.sort_by_key(|upload| upload.lease.id);
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_as(
         "WITH done AS ( \
            UPDATE jobs j SET status = 'succeeded', finished_at = now(), updated_at = now(), \
              lease_token = NULL, lease_expires_at = NULL, error = NULL \
            FROM unnest($1::uuid[], $2::uuid[]) AS t(id, token) \
            WHERE j.id = ANY(ARRAY[t.id]) AND j.lease_token = ANY(ARRAY[t.token]) \
              AND j.started_at + make_interval(secs => j.timeout_secs) > now() \
-           RETURNING j.id) \
-         INSERT INTO results (job_id, content_type, body, lease_token) \
-         SELECT t.id, t.content_type, t.body, t.token \
-         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[]) AS t(id, token, content_type, body) \
-         JOIN done ON done.id = t.id \
-         RETURNING job_id",
+           RETURNING j.id, j.kind, extract(epoch FROM now() - j.started_at)::float8 AS ran_secs), \
+         stored AS ( \
+           INSERT INTO results (job_id, content_type, body, lease_token) \
+           SELECT t.id, t.content_type, t.body, t.token \
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[]) AS t(id, token, content_type, body) \
+           JOIN done ON done.id = t.id \
+           RETURNING job_id) \
+         SELECT done.id, done.kind, done.ran_secs FROM stored JOIN done ON done.id = stored.job_id",
     )
     .bind(uploads.iter().map(|u| u.lease.id).collect::<Vec<_>>())
     .bind(uploads.iter().map(|u| u.lease.token).collect::<Vec<_>>())
@@ -208,11 +219,12 @@ pub async fn why_not_completed(pool: &PgPool, lease: Lease) -> super::Result<Com
 }
 
 /// Where a lease stands, before an external worker's `fail` is applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseState {
-    /// Held, on this attempt.
+    /// Held, on this attempt of a job of this kind.
     Held {
         attempt: i32,
+        kind: String,
     },
     /// Not held (rescued, timed out, ended, or never this token's).
     Lost,
@@ -221,9 +233,9 @@ pub enum LeaseState {
 
 /// Whether `lease` still holds its job, within the job's timeout.
 pub async fn lease_state(pool: &PgPool, lease: Lease) -> super::Result<LeaseState> {
-    let row: Option<(Option<Uuid>, i32, bool)> = sqlx::query_as(
+    let row: Option<(Option<Uuid>, i32, bool, String)> = sqlx::query_as(
         "SELECT lease_token, attempt, \
-           coalesce(started_at + make_interval(secs => timeout_secs) > now(), false) \
+           coalesce(started_at + make_interval(secs => timeout_secs) > now(), false), kind \
          FROM jobs WHERE id = $1",
     )
     .bind(lease.id)
@@ -231,7 +243,9 @@ pub async fn lease_state(pool: &PgPool, lease: Lease) -> super::Result<LeaseStat
     .await?;
     Ok(match row {
         None => LeaseState::NotFound,
-        Some((Some(token), attempt, true)) if token == lease.token => LeaseState::Held { attempt },
+        Some((Some(token), attempt, true, kind)) if token == lease.token => {
+            LeaseState::Held { attempt, kind }
+        }
         Some(_) => LeaseState::Lost,
     })
 }

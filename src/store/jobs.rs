@@ -240,8 +240,10 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> super::Result<Vec<Job>>
 /// What a cancel request did.
 #[derive(Debug)]
 pub enum Cancelled {
-    /// The job is now `cancelled` (it was queued, or already cancelled).
+    /// The job was queued and is now `cancelled`.
     Done(Job),
+    /// The job was cancelled before.
+    Already(Job),
     /// The job is running; it has been asked to stop.
     Requested(Job),
     /// The job already succeeded or failed.
@@ -278,7 +280,7 @@ pub async fn cancel(pool: &PgPool, id: Uuid, tenant: Visible<'_>) -> super::Resu
         Some(job) => Ok(Cancelled::Done(job)),
         None => Ok(match get(pool, id, tenant).await? {
             None => Cancelled::NotFound,
-            Some(job) if job.status == JobStatus::Cancelled => Cancelled::Done(job),
+            Some(job) if job.status == JobStatus::Cancelled => Cancelled::Already(job),
             // Between our update and this read the job can only have moved to a terminal state.
             Some(job) => Cancelled::Finished(job),
         }),

@@ -39,6 +39,8 @@ pub struct ClaimedJob {
     pub timeout_secs: i32,
     pub lease_token: Uuid,
     pub cancel_requested: bool,
+    /// When the job was submitted (for `jobdock_job_wait_seconds`).
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Claims up to `limit` due jobs of the given kinds, in priority order, in one statement that commits at once.
@@ -183,6 +185,7 @@ struct StepRow {
     timeout_secs: Option<i32>,
     lease_token: Option<Uuid>,
     cancel_requested: Option<bool>,
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Completes a batch of succeeded jobs and claims the next batch, in one statement: one round trip and one
@@ -223,15 +226,15 @@ pub async fn complete_and_claim(
              updated_at = now(), error = NULL \
            WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM next)) \
            RETURNING j.id, j.kind, j.payload::text AS payload, j.attempt, j.max_attempts, j.timeout_secs, \
-             j.lease_token, j.cancel_requested, j.priority, j.run_at) \
+             j.lease_token, j.cancel_requested, j.priority, j.run_at, j.created_at) \
          SELECT true AS completed, job_id AS id, NULL::text AS kind, NULL::text AS payload, \
            NULL::int4 AS attempt, NULL::int4 AS max_attempts, NULL::int4 AS timeout_secs, \
            NULL::uuid AS lease_token, NULL::bool AS cancel_requested, NULL::int4 AS priority, \
-           NULL::timestamptz AS run_at \
+           NULL::timestamptz AS run_at, NULL::timestamptz AS created_at \
          FROM stored \
          UNION ALL \
          SELECT false, id, kind, payload, attempt, max_attempts, timeout_secs, lease_token, cancel_requested, \
-           priority, run_at \
+           priority, run_at, created_at \
          FROM claimed \
          ORDER BY completed DESC, priority DESC, run_at, id",
     ))
@@ -280,6 +283,7 @@ pub async fn complete_and_claim(
             Some(max_attempts),
             Some(timeout_secs),
             Some(lease_token),
+            Some(created_at),
         ) = (
             row.kind,
             row.payload,
@@ -287,6 +291,7 @@ pub async fn complete_and_claim(
             row.max_attempts,
             row.timeout_secs,
             row.lease_token,
+            row.created_at,
         )
         else {
             return Err(super::Error::Inconsistent(format!(
@@ -303,6 +308,7 @@ pub async fn complete_and_claim(
             timeout_secs,
             lease_token,
             cancel_requested: row.cancel_requested.unwrap_or(false),
+            created_at,
         });
     }
     Ok(step)

@@ -16,10 +16,25 @@ use crate::attempt;
 use crate::job::JobStatus;
 
 /// A job the rescuer moved, and where to.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Rescued {
     pub id: Uuid,
     pub status: JobStatus,
+    pub kind: String,
+}
+
+/// Queued and running jobs by kind, queue and status (at most `limit` groups), for the queue-depth gauge.
+pub async fn queue_depth(
+    pool: &PgPool,
+    limit: i64,
+) -> super::Result<Vec<(String, String, String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT kind, queue, status, count(*) FROM jobs WHERE status IN ('queued', 'running') \
+         GROUP BY kind, queue, status ORDER BY count(*) DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Returns up to `limit` running jobs whose lease expired (their worker died or stalled, or, for external
@@ -48,8 +63,8 @@ pub async fn rescue_expired(pool: &PgPool, limit: i64) -> super::Result<Vec<Resc
                  'attempt', j.attempt, \
                  'retryable', NOT (j.cancel_requested OR j.attempt >= j.max_attempts)) \
            WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM expired)) \
-           RETURNING j.id, j.status) \
-         SELECT id, status FROM rescued",
+           RETURNING j.id, j.status, j.kind) \
+         SELECT id, status, kind FROM rescued",
     )
     .bind(limit)
     .bind(attempt::lease_expired())

@@ -58,7 +58,13 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, stop: Cancella
     if job.cancel_requested {
         shared.running.stop(job.id, StopReason::CancelRequested);
     }
+    let waited = (chrono::Utc::now() - job.created_at)
+        .to_std()
+        .unwrap_or_default();
+    crate::metrics::job_started(&job.kind, waited);
+    let started = std::time::Instant::now();
     let outcome = run_handler(&shared, &job, lease, stop).await;
+    crate::metrics::job_ran(&job.kind, started.elapsed());
     let outcome = match (outcome, shared.running.reason(job.id)) {
         // Whatever the handler returned after losing its lease cannot be written.
         (_, Some(StopReason::LeaseLost)) => Outcome::Abandoned(StopReason::LeaseLost),
@@ -221,7 +227,12 @@ async fn try_write(
             let handed = shared.finished.send(Finished { completion, reply }).await;
             match handed {
                 Ok(()) => match answer.await {
-                    Ok(completed) => completed.map_err(WriteFailed::Store),
+                    Ok(completed) => {
+                        if matches!(completed, Ok(true)) {
+                            crate::metrics::job_finished(&job.kind, crate::JobStatus::Succeeded);
+                        }
+                        completed.map_err(WriteFailed::Store)
+                    }
                     Err(_) => Err(WriteFailed::DispatcherGone),
                 },
                 Err(_) => Err(WriteFailed::DispatcherGone),
@@ -245,9 +256,18 @@ async fn try_write(
                 shared.config.retry_base,
             )
             .await?;
+            if let Some(status) = moved.filter(|status| status.is_terminal()) {
+                crate::metrics::job_finished(&job.kind, status);
+            }
             Ok(moved.is_some())
         }
-        Outcome::Cancelled => Ok(attempt::cancel(pool, lease, job.attempt).await?),
+        Outcome::Cancelled => {
+            let cancelled = attempt::cancel(pool, lease, job.attempt).await?;
+            if cancelled {
+                crate::metrics::job_finished(&job.kind, crate::JobStatus::Cancelled);
+            }
+            Ok(cancelled)
+        }
         Outcome::Abandoned(StopReason::Shutdown) => leases::release_many(pool, &[lease])
             .await
             .map(|released| !released.is_empty())

@@ -13,6 +13,7 @@ mod keys;
 mod kinds;
 mod list_batch;
 mod maintenance;
+mod metrics;
 mod monitor;
 mod submit;
 mod worker;

@@ -152,7 +152,7 @@ async fn cancelling_a_running_job_stops_it_promptly_through_notify_and_stores_no
     // A second cancel is a no-op that reports the job cancelled.
     assert!(matches!(
         jobs::cancel(pool, id, None).await.expect("cancel"),
-        Cancelled::Done(_)
+        Cancelled::Already(_)
     ));
     workers.shutdown(Duration::from_secs(1)).await;
 }

@@ -39,7 +39,9 @@ async fn a_small_tenant_behind_a_big_burst_finishes_before_the_burst_is_a_quarte
     .await;
     insert_in_chunks(
         pool,
-        (0..100).map(|_| of_tenant("b", "echo", json!({}))).collect(),
+        (0..100)
+            .map(|_| of_tenant("b", "echo", json!({})))
+            .collect(),
     )
     .await;
     let workers = WorkerPool::start(
@@ -67,7 +69,10 @@ async fn a_small_tenant_behind_a_big_burst_finishes_before_the_burst_is_a_quarte
     .fetch_one(pool)
     .await
     .unwrap();
-    assert!(a_before_b < 5_000, "{a_before_b} of A's jobs finished before B's last");
+    assert!(
+        a_before_b < 5_000,
+        "{a_before_b} of A's jobs finished before B's last"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,5 +115,8 @@ async fn max_running_caps_a_tenant_across_worker_pools_and_leaves_others_alone()
     let (most_capped, most_free) = *most.lock().unwrap();
     assert!(most_capped <= 3, "{most_capped} capped jobs ran at once");
     assert!(most_capped >= 1);
-    assert!(most_free > 3, "the uncapped tenant ran only {most_free} at once");
+    assert!(
+        most_free > 3,
+        "the uncapped tenant ran only {most_free} at once"
+    );
 }

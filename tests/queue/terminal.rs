@@ -160,7 +160,7 @@ async fn cancel_racing_a_claim_either_cancels_the_queued_job_or_flags_the_claime
                 .expect("cancel_running"));
                 assert!(matches!(
                     jobs::cancel(pool, id, None).await.expect("cancel"),
-                    Cancelled::Done(_)
+                    Cancelled::Already(_)
                 ));
                 assert!(
                     leases::complete_many(pool, &[completion(lease_of(claimed), "late")])

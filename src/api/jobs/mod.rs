@@ -125,6 +125,9 @@ impl JobsApi {
                 Err(err) => return err.problem().into(),
             }
         };
+        if let Ok(Inserted::Created(job)) = &inserted {
+            crate::metrics::job_submitted(&job.kind);
+        }
         match inserted {
             Ok(Inserted::Created(job)) | Ok(Inserted::Existing(job)) => {
                 let location = monitor_path(job.id);
@@ -177,7 +180,15 @@ impl JobsApi {
             }
         }
         let stored = match idempotency_key.0 {
-            None => store::jobs::insert_many(&self.state.pool, &jobs).await,
+            None => {
+                let stored = store::jobs::insert_many(&self.state.pool, &jobs).await;
+                if let Ok(stored) = &stored {
+                    stored
+                        .iter()
+                        .for_each(|job| crate::metrics::job_submitted(&job.kind));
+                }
+                stored
+            }
             Some(key) => {
                 let (keys, fingerprint) = batch_idempotency(&key, &jobs);
                 // Batches live in a key space of their own: a batch key never answers a single submit.
@@ -191,9 +202,13 @@ impl JobsApi {
                 )
                 .await
                 {
-                    Ok(BatchInserted::Created(stored) | BatchInserted::Existing(stored)) => {
+                    Ok(BatchInserted::Created(stored)) => {
+                        stored
+                            .iter()
+                            .for_each(|job| crate::metrics::job_submitted(&job.kind));
                         Ok(stored)
                     }
+                    Ok(BatchInserted::Existing(stored)) => Ok(stored),
                     Ok(BatchInserted::KeyConflict) => return key_reused("batch").into(),
                     Err(err) => Err(err),
                 }
@@ -295,7 +310,11 @@ impl JobsApi {
     async fn cancel_job(&self, request: &Request, id: Path<Uuid>) -> CancelJobResponse {
         let caller = caller(request);
         match store::jobs::cancel(&self.state.pool, id.0, caller.visible_tenant()).await {
-            Ok(Cancelled::Done(job)) => CancelJobResponse::Cancelled(Json(job.into())),
+            Ok(Cancelled::Done(job)) => {
+                crate::metrics::job_finished(&job.kind, JobStatus::Cancelled);
+                CancelJobResponse::Cancelled(Json(job.into()))
+            }
+            Ok(Cancelled::Already(job)) => CancelJobResponse::Cancelled(Json(job.into())),
             Ok(Cancelled::Requested(job)) => {
                 let location = monitor_path(job.id);
                 CancelJobResponse::Requested(Json(job.into()), location)

@@ -41,6 +41,20 @@ impl CompleteGroups {
     }
 }
 
+/// Counts completed jobs in the metrics; their ids.
+fn finished(done: Vec<store::external::CompletedJob>) -> HashSet<Uuid> {
+    done.into_iter()
+        .map(|job| {
+            crate::metrics::job_finished(&job.kind, crate::JobStatus::Succeeded);
+            crate::metrics::job_ran(
+                &job.kind,
+                std::time::Duration::from_secs_f64(job.ran_secs.max(0.0)),
+            );
+            job.id
+        })
+        .collect()
+}
+
 async fn complete_group(pool: PgPool, uploads: Vec<Upload>) -> Vec<Answer> {
     // A job may be completed twice in one group (a worker repeating a call): the second copy is judged
     // after the first has been written, like any repeat.
@@ -51,13 +65,13 @@ async fn complete_group(pool: PgPool, uploads: Vec<Upload>) -> Vec<Answer> {
         .collect();
     let applied: Result<HashSet<Uuid>, store::Error> =
         match store::external::complete_many(&pool, &first).await {
-            Ok(ids) => Ok(ids.into_iter().collect()),
+            Ok(done) => Ok(finished(done)),
             Err(err) if first.len() > 1 && !err.is_unavailable() => {
                 // One upload broke the statement: write them one by one so only that call fails.
                 let mut applied = HashSet::new();
                 for upload in &first {
-                    if let Ok(ids) = store::external::complete_many(&pool, &[upload]).await {
-                        applied.extend(ids);
+                    if let Ok(done) = store::external::complete_many(&pool, &[upload]).await {
+                        applied.extend(finished(done));
                     }
                 }
                 Ok(applied)

@@ -230,7 +230,7 @@ impl WorkerApi {
             token: request.lease_token,
         };
         let attempt = match external::lease_state(&self.state.pool, lease).await {
-            Ok(LeaseState::Held { attempt }) => attempt,
+            Ok(LeaseState::Held { attempt, kind }) => (attempt, kind),
             Ok(LeaseState::Lost) => return lease_lost(LEASE_LOST_DETAIL).into(),
             Ok(LeaseState::NotFound) => return Problem::job_not_found().into(),
             Err(err) => return Problem::from_db(&err).into(),
@@ -241,6 +241,7 @@ impl WorkerApi {
                 .retry_after_secs
                 .map(|secs| Duration::from_secs(secs.into())),
         };
+        let (attempt, kind) = attempt;
         let error = attempt::from_worker(error, attempt);
         match attempt::fail(
             &self.state.pool,
@@ -252,7 +253,12 @@ impl WorkerApi {
         )
         .await
         {
-            Ok(Some(_)) => FailResponse::Failed,
+            Ok(Some(status)) => {
+                if status.is_terminal() {
+                    crate::metrics::job_finished(&kind, status);
+                }
+                FailResponse::Failed
+            }
             // The lease was lost between the check and the write.
             Ok(None) => lease_lost(LEASE_LOST_DETAIL).into(),
             Err(err) => Problem::from_db(&err).into(),
@@ -297,6 +303,10 @@ impl WorkerApi {
     async fn readable(&self, claimed: Vec<external::ExternalJob>) -> Vec<WorkerJob> {
         let mut jobs = Vec::with_capacity(claimed.len());
         for job in claimed {
+            let waited = (chrono::Utc::now() - job.created_at)
+                .to_std()
+                .unwrap_or_default();
+            crate::metrics::job_started(&job.kind, waited);
             match serde_json::from_str::<Value>(&job.payload) {
                 Ok(payload) => jobs.push(WorkerJob {
                     id: job.id,

@@ -1,0 +1,123 @@
+//! Prometheus metrics (DESIGN §13): the named series, recorded where things happen, rendered by
+//! `GET /metrics` with the `metrics-exporter-prometheus` crate. Queue depth comes from a query every few
+//! seconds, never from a scrape.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub const JOBS_SUBMITTED: &str = "jobdock_jobs_submitted_total";
+pub const JOBS_FINISHED: &str = "jobdock_jobs_finished_total";
+pub const QUEUE_DEPTH: &str = "jobdock_queue_depth";
+pub const JOB_WAIT: &str = "jobdock_job_wait_seconds";
+pub const JOB_RUN: &str = "jobdock_job_run_seconds";
+pub const HTTP_REQUESTS: &str = "jobdock_http_requests_total";
+pub const HTTP_DURATION: &str = "jobdock_http_request_duration_seconds";
+pub const DB_POOL: &str = "jobdock_db_pool_connections";
+
+/// How often the queue depth is counted.
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
+/// The most `{kind, queue, status}` series the depth gauge keeps: a flood of one-off queue names must not
+/// flood the scrape.
+const MAX_DEPTH_SERIES: i64 = 500;
+
+/// Bucket bounds in seconds: from a fast HTTP answer to an hour-long job.
+const BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0,
+    3600.0,
+];
+
+/// The process's recorder, installed on first use (once per process: tests start many servers).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let installed = PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .and_then(PrometheusBuilder::install_recorder);
+            match installed {
+                Ok(handle) => Some(handle),
+                Err(err) => {
+                    // Another recorder is in place (an embedding program's): jobdock's series go there.
+                    tracing::warn!(error = %err, "metrics recorder not installed; /metrics stays empty");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// The exposition text, with the pool's connections counted now.
+pub fn render(pool: &PgPool) -> String {
+    let size = f64::from(pool.size());
+    let idle = pool.num_idle() as f64;
+    metrics::gauge!(DB_POOL, "state" => "idle").set(idle);
+    metrics::gauge!(DB_POOL, "state" => "in_use").set((size - idle).max(0.0));
+    metrics::gauge!(DB_POOL, "state" => "max").set(f64::from(pool.options().get_max_connections()));
+    handle().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+pub fn job_submitted(kind: &str) {
+    metrics::counter!(JOBS_SUBMITTED, "kind" => kind.to_owned()).increment(1);
+}
+
+pub fn job_finished(kind: &str, status: crate::JobStatus) {
+    metrics::counter!(JOBS_FINISHED, "kind" => kind.to_owned(), "status" => status.as_str())
+        .increment(1);
+}
+
+pub fn job_started(kind: &str, waited: Duration) {
+    metrics::histogram!(JOB_WAIT, "kind" => kind.to_owned()).record(waited.as_secs_f64());
+}
+
+pub fn job_ran(kind: &str, ran: Duration) {
+    metrics::histogram!(JOB_RUN, "kind" => kind.to_owned()).record(ran.as_secs_f64());
+}
+
+pub fn http_request(route: String, status: u16, took: Duration) {
+    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!(HTTP_DURATION, "route" => route).record(took.as_secs_f64());
+}
+
+/// Counts queued and running jobs every few seconds into `jobdock_queue_depth`, until `stop`.
+pub fn count_depth(pool: PgPool, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let _ = handle();
+    tokio::spawn(async move {
+        let mut shown: HashSet<(String, String, String)> = HashSet::new();
+        let mut tick = tokio::time::interval(DEPTH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Some(handle) = handle() {
+                handle.run_upkeep();
+            }
+            match crate::store::maintenance::queue_depth(&pool, MAX_DEPTH_SERIES).await {
+                Ok(rows) => {
+                    let now: HashSet<(String, String, String)> = rows
+                        .iter()
+                        .map(|(kind, queue, status, _)| {
+                            (kind.clone(), queue.clone(), status.clone())
+                        })
+                        .collect();
+                    // A series that emptied reads 0, not its last value.
+                    for (kind, queue, status) in shown.difference(&now) {
+                        metrics::gauge!(QUEUE_DEPTH, "kind" => kind.clone(), "queue" => queue.clone(), "status" => status.clone()).set(0.0);
+                    }
+                    for (kind, queue, status, count) in rows {
+                        metrics::gauge!(QUEUE_DEPTH, "kind" => kind, "queue" => queue, "status" => status).set(count as f64);
+                    }
+                    shown.extend(now);
+                }
+                Err(err) => tracing::debug!(error = %err, "queue depth not counted"),
+            }
+        }
+    })
+}
