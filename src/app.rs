@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::auth::Auth;
+use crate::api::connections::{Connections, LimitedAcceptor};
 use crate::api::{self, ApiState};
 use crate::config::{AuthMode, Settings};
 use crate::kinds::Registry;
@@ -38,7 +39,7 @@ impl Application {
         let registry = registry
             .with_configured(settings.kinds.clone())
             .map_err(anyhow::Error::msg)?;
-        let pool = store::db::connect(&settings.database_url, settings.max_connections).await?;
+        let pool = store::db::connect(&settings.database_url, settings.db_max_connections).await?;
         store::db::migrate(&pool).await?;
         let auth = Auth::start(pool.clone(), settings.auth)
             .await
@@ -107,8 +108,11 @@ impl Application {
             "jobdock is serving; API docs at http://{}/docs",
             self.local_addr
         );
+        let connections = Connections::default();
+        let mut state = ApiState::new(self.pool.clone(), self.registry.clone());
+        state.connections = connections.clone();
         let routes = api::routes(
-            ApiState::new(self.pool.clone(), self.registry.clone())
+            state
                 .with_settings(&self.settings)
                 .with_auth(self.auth.clone())
                 .with_signals(workers.signals(), stop.clone()),
@@ -116,7 +120,12 @@ impl Application {
         );
         let depth = crate::metrics::count_depth(self.pool.clone(), stop.clone());
         let grace = self.settings.shutdown_grace;
-        let http = Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(
+        let max_connections = self
+            .settings
+            .max_connections
+            .unwrap_or_else(api::connections::default_max_connections);
+        let acceptor = LimitedAcceptor::new(self.acceptor, connections, max_connections);
+        let http = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
             routes,
             stop.clone().cancelled_owned(),
             Some(grace),
@@ -168,7 +177,7 @@ pub async fn run_workers(
     let registry = registry
         .with_configured(settings.kinds.clone())
         .map_err(anyhow::Error::msg)?;
-    let pool = store::db::connect(&settings.database_url, settings.max_connections).await?;
+    let pool = store::db::connect(&settings.database_url, settings.db_max_connections).await?;
     store::db::migrate(&pool).await?;
     let maintenance = Maintenance::start(pool.clone(), MaintenanceConfig::from_settings(&settings));
     let workers = WorkerPool::start(
@@ -188,7 +197,7 @@ pub async fn run_workers(
 
 /// Applies migrations and returns (`jobdock migrate`).
 pub async fn run_migrations(settings: &Settings) -> anyhow::Result<()> {
-    let pool = store::db::connect(&settings.database_url, settings.max_connections).await?;
+    let pool = store::db::connect(&settings.database_url, settings.db_max_connections).await?;
     store::db::migrate(&pool).await?;
     pool.close().await;
     tracing::info!(database = %settings.redacted_database_url(), "migrations applied");

@@ -123,7 +123,7 @@ fn settings(database_url: &str, workers: usize) -> anyhow::Result<Settings> {
         database_url: database_url.to_owned(),
         listen: "127.0.0.1:0".parse()?,
         workers,
-        max_connections: 20,
+        db_max_connections: 20,
         shutdown_grace: Duration::from_secs(5),
         ..Settings::default()
     })

@@ -7,6 +7,7 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use serde_json::{json, Value};
 
 use super::auth::{required_scope, Auth};
+use super::connections::BODY_STALL_TIMEOUT;
 use super::problem::{self, Problem, PROBLEM_JSON};
 
 /// Every request passes here. Answers 413 for a body over the limit: at once when `Content-Length` says
@@ -94,7 +95,7 @@ async fn handle<E: Endpoint>(
             "requests that change a job carry no body or an `application/json` one; nothing was changed",
         )),
         Some(length) if length > max as u64 => problem_response(Problem::payload_too_large(max)),
-        _ => match read_body_within(&mut request, max, declared.is_some()).await {
+        _ => match read_body_within(&mut request, max).await {
             Err(too_large) => too_large,
             Ok(()) => match endpoint.call(request).await {
                 Ok(response) => response.into_response(),
@@ -206,31 +207,47 @@ impl BodyLimits {
     }
 }
 
-/// Reads a body without `Content-Length` (chunked) into memory with the limit; `Err` is the 413 answer.
-async fn read_body_within(
-    request: &mut Request,
-    max: usize,
-    has_length: bool,
-) -> Result<(), Response> {
-    if has_length {
-        return Ok(());
-    }
+/// Reads the body into memory, within the limit and without stalling: `Err` is the answer, 413 when it
+/// is too large (also for a chunked body, which has no `Content-Length` to refuse it by), 408 when
+/// nothing arrives for [`BODY_STALL_TIMEOUT`] (a client that sends half a body does not hold a request
+/// and its connection forever).
+async fn read_body_within(request: &mut Request, max: usize) -> Result<(), Response> {
+    use futures_util::StreamExt;
     let body = request.take_body();
     if body.is_empty() {
         return Ok(());
     }
-    match body.into_bytes_limit(max).await {
-        Ok(bytes) => {
-            request.set_body(bytes);
-            Ok(())
+    let mut chunks = body.into_bytes_stream();
+    let mut bytes = Vec::new();
+    loop {
+        match tokio::time::timeout(BODY_STALL_TIMEOUT, chunks.next()).await {
+            Err(_) => {
+                return Err(problem_response(Problem::new(
+                    poem::http::StatusCode::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    "The request body stalled",
+                    format!(
+                        "no part of the request body arrived for {} s; nothing was changed",
+                        BODY_STALL_TIMEOUT.as_secs()
+                    ),
+                )))
+            }
+            Ok(None) => break,
+            Ok(Some(Ok(chunk))) => {
+                if bytes.len() + chunk.len() > max {
+                    return Err(problem_response(Problem::payload_too_large(max)));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(Some(Err(err))) => {
+                return Err(problem_response(Problem::bad_request(format!(
+                    "the request body could not be read: {err}"
+                ))))
+            }
         }
-        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
-            Err(problem_response(Problem::payload_too_large(max)))
-        }
-        Err(err) => Err(problem_response(Problem::bad_request(format!(
-            "the request body could not be read: {err}"
-        )))),
     }
+    request.set_body(bytes);
+    Ok(())
 }
 
 /// The methods each documented path allows, for the `Allow` header of a 405.

@@ -4,6 +4,7 @@
 //! - [`worker`]: the external-worker protocol (claim, heartbeat, complete, fail).
 //! - [`kinds`]: the kinds this deployment accepts (`GET /v1/kinds`).
 //! - [`auth`]: API keys: who the caller is and what it may do.
+//! - [`connections`]: header and idle timeouts, the connection cap, problem details for what hyper refuses.
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`problem`]: the problem-details error shape, used by every error answer.
 //! - [`wording`]: poem-openapi's messages in the API's own words.
@@ -11,6 +12,7 @@
 //! - [`middleware`]: what every request passes (body limit, errors outside operations, caching).
 
 pub mod auth;
+pub mod connections;
 pub mod document;
 pub mod health;
 pub mod jobs;
@@ -55,6 +57,8 @@ pub struct ApiState {
     pub cors_origins: Vec<String>,
     /// API keys; disabled unless set with [`ApiState::with_auth`].
     pub auth: auth::Auth,
+    /// The open connections, so the middleware can mark requests in flight on them.
+    pub connections: connections::Connections,
     /// `[tenants.NAME] max_running`, which external workers' claims honour too.
     pub caps: std::sync::Arc<crate::store::leases::TenantCaps>,
 }
@@ -78,6 +82,7 @@ impl ApiState {
             cors_origins: Vec::new(),
             auth: auth::Auth::disabled(),
             caps: Default::default(),
+            connections: Default::default(),
         }
     }
 
@@ -163,6 +168,7 @@ pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
         result: state.max_result_bytes,
     };
     let auth = state.auth.clone();
+    let connections = state.connections.clone();
     let service = service(state);
     let document = Document::of(&service);
     let docs_html = service
@@ -196,11 +202,20 @@ pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
         .around(move |endpoint, request| {
             middleware(endpoint, request, limits, methods.clone(), auth.clone())
         });
-    // Outermost, so a preflight is answered before routing (which would say 405 to OPTIONS).
-    match cors {
+    // CORS outside the routes, so a preflight is answered before routing (which would say 405 to
+    // OPTIONS); outermost, the mark that a request is in flight on its connection.
+    let routes = match cors {
         Some(cors) => routes.with(cors).boxed(),
         None => routes.boxed(),
-    }
+    };
+    routes.around(move |endpoint, request| {
+        let in_flight = connections.request(request.remote_addr());
+        async move {
+            let answer = endpoint.call(request).await;
+            drop(in_flight);
+            answer
+        }
+    })
 }
 
 /// The caller of a request, as the authentication middleware found it. A request that did not pass it is

@@ -44,7 +44,8 @@ pub struct TenantSettings {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerSection {
     pub database_url: Option<String>,
-    pub max_connections: Option<u32>,
+    pub db_max_connections: Option<u32>,
+    pub max_connections: Option<u64>,
     pub listen: Option<std::net::SocketAddr>,
     pub max_body_bytes: Option<u64>,
     pub max_result_bytes: Option<u64>,
@@ -81,7 +82,8 @@ struct RawTenant {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     database_url: Option<String>,
-    max_connections: Option<Spanned<u32>>,
+    db_max_connections: Option<Spanned<u32>>,
+    max_connections: Option<Spanned<u64>>,
     listen: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<u64>>,
     max_result_bytes: Option<Spanned<u64>>,
@@ -262,7 +264,18 @@ fn server_section(raw: RawServer, at: &At<'_>) -> Result<ServerSection, ConfigEr
     Ok(ServerSection {
         auth,
         database_url: raw.database_url,
-        max_connections: within(raw.max_connections, "server.max_connections", 2..=1000, at)?,
+        db_max_connections: within(
+            raw.db_max_connections,
+            "server.db_max_connections",
+            2..=1000,
+            at,
+        )?,
+        max_connections: within(
+            raw.max_connections,
+            "server.max_connections",
+            1..=10_000_000,
+            at,
+        )?,
         listen,
         max_body_bytes: within(raw.max_body_bytes, "server.max_body_bytes", 1..=1 << 30, at)?,
         max_result_bytes: within(

@@ -93,8 +93,8 @@ pub struct DatabaseArgs {
     pub database_url: String,
 
     /// Most connections this process opens to PostgreSQL.
-    #[arg(long, env = "JOBDOCK_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
-    pub max_connections: u32,
+    #[arg(long, env = "JOBDOCK_DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub db_max_connections: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -176,6 +176,11 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBDOCK_AUTH", value_enum, default_value_t = AuthMode::Auto)]
     pub auth: AuthMode,
 
+    /// Open HTTP connections at most; at the cap the connection idle longest is closed to admit a new
+    /// one. Default: 80% of the process's file limit.
+    #[arg(long, env = "JOBDOCK_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_connections: Option<u64>,
+
     /// Largest result an external worker may store, in bytes; larger ones get 413.
     #[arg(long, env = "JOBDOCK_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES, value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
     pub max_result_bytes: u64,
@@ -193,7 +198,10 @@ pub const DEFAULT_CONFIG_FILE: &str = "jobdock.toml";
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: String,
-    pub max_connections: u32,
+    /// Connections to PostgreSQL this process opens at most.
+    pub db_max_connections: u32,
+    /// Open HTTP connections at most (`--max-connections`); `None`: 80% of the file limit.
+    pub max_connections: Option<usize>,
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub max_result_bytes: usize,
@@ -216,7 +224,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
-            max_connections: 10,
+            db_max_connections: 10,
+            max_connections: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES as usize,
@@ -238,7 +247,7 @@ impl Settings {
     pub fn for_database(args: &DatabaseArgs) -> Self {
         Settings {
             database_url: args.database_url.clone(),
-            max_connections: args.max_connections,
+            db_max_connections: args.db_max_connections,
             ..Settings::default()
         }
     }
@@ -268,6 +277,9 @@ impl Settings {
                 .filter(|origin| !origin.is_empty())
                 .collect(),
             auth: args.auth,
+            max_connections: args
+                .max_connections
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             ..Settings::for_worker(&args.worker)
         }
     }
@@ -292,9 +304,9 @@ impl Settings {
             |s: &mut Settings, v| s.database_url = v
         );
         take!(
-            "max_connections",
-            server.max_connections,
-            |s: &mut Settings, v| s.max_connections = v
+            "db_max_connections",
+            server.db_max_connections,
+            |s: &mut Settings, v| s.db_max_connections = v
         );
         take!("listen", server.listen, |s: &mut Settings, v| s.listen = v);
         take!(
@@ -335,6 +347,13 @@ impl Settings {
             |s: &mut Settings, v| { s.retry_base = Duration::from_millis(v) }
         );
         take!("auth", server.auth, |s: &mut Settings, v| s.auth = v);
+        take!(
+            "max_connections",
+            server.max_connections,
+            |s: &mut Settings, v: u64| {
+                s.max_connections = Some(usize::try_from(v).unwrap_or(usize::MAX))
+            }
+        );
         self.kinds = file.kinds;
         self.tenants = file.tenants;
         self

@@ -5,6 +5,7 @@ mod common;
 
 mod cancel_delete;
 mod configured;
+mod connections;
 mod docs;
 mod exec_kind;
 mod health;

@@ -87,7 +87,7 @@ pub fn test_settings(database_url: &str) -> Settings {
         shutdown_grace: Duration::from_secs(5),
         poll_interval: Duration::from_millis(100),
         retry_base: Duration::from_millis(50),
-        max_connections: 6,
+        db_max_connections: 6,
         ..Settings::default()
     }
 }

@@ -19,7 +19,7 @@ async fn jobs_survive_a_kill_dash_nine() {
         "2",
         "--poll-interval-ms",
         "100",
-        "--max-connections",
+        "--db-max-connections",
         "4",
     ];
     let mut first = Jobdock::serve("first", &database.url, &args).await;

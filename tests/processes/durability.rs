@@ -22,7 +22,7 @@ async fn every_job_answered_202_is_stored_even_when_the_server_is_killed_mid_bur
     let mut server = Jobdock::serve(
         "burst",
         &database.url,
-        &["--workers", "0", "--max-connections", "8"],
+        &["--workers", "0", "--db-max-connections", "8"],
     )
     .await;
     let http = client();

@@ -13,6 +13,7 @@ mod crash;
 mod durability;
 mod external_worker;
 mod fencing;
+mod limits;
 mod outage;
 mod replicas;
 mod shutdown;

@@ -36,7 +36,7 @@ async fn a_database_outage_gives_503_and_the_server_recovers_when_postgres_retur
             "200",
             "--retry-base-ms",
             "100",
-            "--max-connections",
+            "--db-max-connections",
             "6",
         ],
     )

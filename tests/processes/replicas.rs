@@ -19,7 +19,7 @@ const ARGS: [&str; 10] = [
     "2",
     "--poll-interval-ms",
     "200",
-    "--max-connections",
+    "--db-max-connections",
     "5",
     "--retry-base-ms",
     "100",
