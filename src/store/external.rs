@@ -57,6 +57,7 @@ pub async fn claim(pool: &PgPool, claim: &ExternalClaim<'_>) -> super::Result<Ve
             "$1",
             "$3",
             "$6",
+            "NULL",
             "$7",
             "$8",
             "AND ($2::text[] IS NULL OR queue = ANY($2))"

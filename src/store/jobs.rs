@@ -212,7 +212,18 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-/// Jobs newest first, filtered, at most `filter.limit` of them.
+/// How long a list query may run, in milliseconds.
+macro_rules! list_timeout_ms {
+    () => {
+        "2000"
+    };
+}
+
+/// The SQLSTATE of a statement cancelled by its `statement_timeout`.
+pub const QUERY_CANCELED: &str = "57014";
+
+/// Jobs newest first, filtered, at most `filter.limit` of them, within two seconds (else an error with
+/// code [`QUERY_CANCELED`]).
 pub async fn list(pool: &PgPool, filter: &ListFilter) -> super::Result<Vec<Job>> {
     let mut query: QueryBuilder<Postgres> =
         QueryBuilder::new(concat!("SELECT ", job_columns!(), " FROM jobs WHERE true"));
@@ -234,7 +245,18 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> super::Result<Vec<Job>>
     query
         .push(" ORDER BY id DESC LIMIT ")
         .push_bind(filter.limit);
-    Ok(query.build_query_as().fetch_all(pool).await?)
+    // A list is for people and dashboards: it may not hold a pooled connection for long, whatever the
+    // filters (a tenant's rare jobs in a huge table still walk an index).
+    let mut tx = pool.begin().await?;
+    sqlx::query(concat!(
+        "SET LOCAL statement_timeout = ",
+        list_timeout_ms!()
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let jobs = query.build_query_as().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(jobs)
 }
 
 /// What a cancel request did.

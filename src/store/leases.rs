@@ -64,6 +64,7 @@ pub async fn claim_available(
         lease,
         worker_id,
         caps: TenantCaps::none(),
+        tenants: None,
     };
     Ok(complete_and_claim(pool, &[], &claim).await?.claimed)
 }
@@ -77,6 +78,8 @@ pub struct Claim<'a> {
     pub lease: Duration,
     pub worker_id: &'a str,
     pub caps: &'a TenantCaps,
+    /// The tenants to claim from, as a recent claim found them; `None`: find them now.
+    pub tenants: Option<&'a [String]>,
 }
 
 /// `[tenants.NAME] max_running`: the most running jobs of each named tenant, across all replicas.
@@ -119,34 +122,41 @@ pub(crate) async fn lock_capped_claims(
     Ok(())
 }
 
-/// The claim's choice of rows (the CTEs `tenants`, `active`, `candidates` and `next`), shared by the
-/// in-process and the external claims. Arguments are the parameters holding the kinds, the limit, the
-/// tenant to claim for (NULL: any), the capped tenants' names and caps, and extra SQL conditions.
+/// The claim's choice of rows (the CTEs `discovered`, `tenants`, `active`, `candidates` and `next`),
+/// shared by the in-process and the external claims. Arguments are the parameters holding the kinds, the
+/// limit, the tenant to claim for (NULL: any), the tenants known to have queued jobs (NULL: find them),
+/// the capped tenants' names and caps, and extra SQL conditions.
 ///
-/// Fair share: the tenants with queued jobs are found by a loose scan of `jobs_claimable_by_tenant` (one
-/// index probe per tenant), each gives up to `limit` of its claimable rows in claim order, and the claim
-/// takes them in turns (each tenant's first, then each one's second, ...). One tenant's burst therefore
-/// cannot starve another, and with one tenant the claim is what it always was. A capped tenant gives no
-/// more than its room under `max_running`.
+/// Fair share: each tenant with queued jobs gives up to `limit` of its claimable rows in claim order, and
+/// the claim takes them in turns (each tenant's first, then each one's second, ...). One tenant's burst
+/// therefore cannot starve another, and with one tenant the claim is what it always was. A capped tenant
+/// gives no more than its room under `max_running`.
+///
+/// Finding the tenants is a loose scan of `jobs_claimable_by_tenant` (one index probe per tenant), but each
+/// probe walks the index entries of jobs claimed since the last vacuum: done in every statement it cost
+/// the drain more than half its rate. So the in-process runtime passes the tenants a recent claim found
+/// (see [`Step::tenants`]) and asks for a new search only after a notification or a poll tick.
 macro_rules! fair_claim {
-    ($kinds:literal, $limit:literal, $tenant:literal, $cap_names:literal, $cap_max:literal, $extra:literal) => {
+    ($kinds:literal, $limit:literal, $tenant:literal, $known:literal, $cap_names:literal, $cap_max:literal, $extra:literal) => {
         concat!(
-            "tenants(tenant) AS ( \
-               (SELECT tenant FROM jobs WHERE ", $limit, " > 0 AND status = 'queued' \
-                  AND (", $tenant, "::text IS NULL OR tenant = ", $tenant, ") \
+            "discovered(tenant) AS ( \
+               (SELECT tenant FROM jobs WHERE ", $known, "::text[] IS NULL AND ", $limit, " > 0 \
+                  AND status = 'queued' AND (", $tenant, "::text IS NULL OR tenant = ", $tenant, ") \
                 ORDER BY tenant LIMIT 1) \
                UNION ALL \
                SELECT (SELECT j.tenant FROM jobs j WHERE j.status = 'queued' AND j.tenant > t.tenant \
                          AND (", $tenant, "::text IS NULL OR j.tenant = ", $tenant, ") \
                        ORDER BY j.tenant LIMIT 1) \
-               FROM tenants t WHERE t.tenant IS NOT NULL), \
+               FROM discovered t WHERE t.tenant IS NOT NULL), \
+             tenants(tenant) AS ( \
+               SELECT tenant FROM discovered WHERE tenant IS NOT NULL \
+               UNION ALL SELECT unnest(", $known, "::text[])), \
              active AS ( \
                SELECT t.tenant, CASE WHEN cap.max IS NULL THEN ", $limit, "::int8 \
                  ELSE least(", $limit, "::int8, greatest(0, cap.max - (SELECT count(*) FROM jobs r \
                    WHERE r.status = 'running' AND r.tenant = t.tenant))) END AS room \
                FROM tenants t LEFT JOIN unnest(", $cap_names, "::text[], ", $cap_max, "::int8[]) \
-                 AS cap(tenant, max) ON cap.tenant = t.tenant \
-               WHERE t.tenant IS NOT NULL), \
+                 AS cap(tenant, max) ON cap.tenant = t.tenant), \
              candidates AS ( \
                SELECT c.ctid, c.priority, c.run_at, c.id, row_number() OVER ( \
                  PARTITION BY a.tenant ORDER BY c.priority DESC, c.run_at, c.id) AS turn \
@@ -171,13 +181,17 @@ pub struct Step {
     pub completed: Vec<Uuid>,
     /// In claim order: priority, then `run_at`, then id.
     pub claimed: Vec<ClaimedJob>,
+    /// The tenants with queued jobs, when the claim looked for them ([`Claim::tenants`] was `None`).
+    pub tenants: Option<Vec<String>>,
 }
 
 /// One row of [`complete_and_claim`]'s answer: a completed id, or a claimed job.
 #[derive(sqlx::FromRow)]
 struct StepRow {
-    completed: bool,
-    id: Uuid,
+    /// `None` on the rows that name a discovered tenant.
+    completed: Option<bool>,
+    id: Option<Uuid>,
+    tenant: Option<String>,
     kind: Option<String>,
     payload: Option<String>,
     attempt: Option<i32>,
@@ -218,7 +232,7 @@ pub async fn complete_and_claim(
              AS input(id, content_type, body, headers) \
            JOIN done ON done.id = input.id \
            RETURNING job_id), ",
-        fair_claim!("$5", "$6", "$10", "$11", "$12", ""),
+        fair_claim!("$5", "$6", "$10", "$13", "$11", "$12", ""),
         ", \
          claimed AS ( \
            UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), \
@@ -227,16 +241,19 @@ pub async fn complete_and_claim(
            WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM next)) \
            RETURNING j.id, j.kind, j.payload::text AS payload, j.attempt, j.max_attempts, j.timeout_secs, \
              j.lease_token, j.cancel_requested, j.priority, j.run_at, j.created_at) \
-         SELECT true AS completed, job_id AS id, NULL::text AS kind, NULL::text AS payload, \
+         SELECT true AS completed, job_id AS id, NULL::text AS tenant, NULL::text AS kind, NULL::text AS payload, \
            NULL::int4 AS attempt, NULL::int4 AS max_attempts, NULL::int4 AS timeout_secs, \
            NULL::uuid AS lease_token, NULL::bool AS cancel_requested, NULL::int4 AS priority, \
            NULL::timestamptz AS run_at, NULL::timestamptz AS created_at \
          FROM stored \
          UNION ALL \
-         SELECT false, id, kind, payload, attempt, max_attempts, timeout_secs, lease_token, cancel_requested, \
-           priority, run_at, created_at \
+         SELECT false, id, NULL, kind, payload, attempt, max_attempts, timeout_secs, lease_token, \
+           cancel_requested, priority, run_at, created_at \
          FROM claimed \
-         ORDER BY completed DESC, priority DESC, run_at, id",
+         UNION ALL \
+         SELECT NULL, NULL, tenant, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+         FROM discovered WHERE tenant IS NOT NULL \
+         ORDER BY completed DESC NULLS LAST, priority DESC, run_at, id",
     ))
     .bind(completions.iter().map(|c| c.lease.id).collect::<Vec<_>>())
     .bind(completions.iter().map(|c| c.lease.token).collect::<Vec<_>>())
@@ -259,7 +276,8 @@ pub async fn complete_and_claim(
     )
     .bind(None::<&str>)
     .bind(&claim.caps.names)
-    .bind(&claim.caps.max_running);
+    .bind(&claim.caps.max_running)
+    .bind(claim.tenants);
     let rows: Vec<StepRow> = if claim.caps.names.is_empty() || claim.limit == 0 {
         query.fetch_all(pool).await?
     } else {
@@ -269,10 +287,19 @@ pub async fn complete_and_claim(
         tx.commit().await?;
         rows
     };
-    let mut step = Step::default();
+    let mut step = Step {
+        tenants: (claim.tenants.is_none() && claim.limit > 0).then(Vec::new),
+        ..Step::default()
+    };
     for row in rows {
-        if row.completed {
-            step.completed.push(row.id);
+        let (Some(completed), Some(id)) = (row.completed, row.id) else {
+            if let (Some(tenants), Some(tenant)) = (&mut step.tenants, row.tenant) {
+                tenants.push(tenant);
+            }
+            continue;
+        };
+        if completed {
+            step.completed.push(id);
             continue;
         }
         // The claim part of the statement fills every column (they are NOT NULL in `jobs`).
@@ -295,12 +322,11 @@ pub async fn complete_and_claim(
         )
         else {
             return Err(super::Error::Inconsistent(format!(
-                "claimed job {} came back with missing columns",
-                row.id
+                "claimed job {id} came back with missing columns"
             )));
         };
         step.claimed.push(ClaimedJob {
-            id: row.id,
+            id,
             kind,
             payload,
             attempt,
@@ -383,6 +409,7 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion]) -> super::
         lease: Duration::ZERO,
         worker_id: "",
         caps: TenantCaps::none(),
+        tenants: Some(&[]),
     };
     Ok(complete_and_claim(pool, completions, &nothing)
         .await?

@@ -84,6 +84,7 @@ pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>,
         completing: 0,
         refilling: 0,
         wakes: 0,
+        tenants: None,
         draining: false,
         error_backoff: FIRST_ERROR_BACKOFF,
         claim_after: None,
@@ -150,6 +151,10 @@ struct Dispatcher {
     /// Counts notifications and poll ticks, so a claim that comes back short only clears `want_jobs` when
     /// no notification arrived while it was in flight.
     wakes: u64,
+    /// The tenants with queued jobs as a claim found them, and [`Dispatcher::wakes`] when it was sent:
+    /// claims take turns among these until the next notification or poll tick, instead of each looking for
+    /// tenants again (see `store::leases::fair_claim`).
+    tenants: Option<(Arc<[String]>, u64)>,
     draining: bool,
     error_backoff: Duration,
     claim_after: Option<Instant>,
@@ -246,6 +251,11 @@ impl Dispatcher {
             None => self.kinds.clone(),
         };
         let wakes = self.wakes;
+        let tenants = self
+            .tenants
+            .as_ref()
+            .filter(|(_, found)| *found == wakes)
+            .map(|(tenants, _)| tenants.clone());
         self.in_flight.push(Box::pin(async move {
             let claim = Claim {
                 kinds: &kinds,
@@ -253,6 +263,7 @@ impl Dispatcher {
                 lease: shared.config.lease,
                 worker_id: &shared.config.worker_id,
                 caps: &shared.config.caps,
+                tenants: tenants.as_deref(),
             };
             let step = leases::complete_and_claim(&shared.pool, &completions, &claim).await;
             Answer {
@@ -285,6 +296,12 @@ impl Dispatcher {
                 );
                 self.error_backoff = FIRST_ERROR_BACKOFF;
                 self.occupied -= waiters.len();
+                if let Some(tenants) = step.tenants {
+                    // Only while nothing new may have arrived since the claim looked.
+                    if wakes == self.wakes {
+                        self.tenants = Some((tenants.into(), wakes));
+                    }
+                }
                 if limit > 0 && step.claimed.len() < limit && wakes == self.wakes {
                     // The queue ran dry; wait for a notification or the next poll.
                     self.want_jobs = false;

@@ -256,3 +256,44 @@ async fn a_batch_retried_with_its_idempotency_key_returns_the_same_jobs_and_stor
     assert_eq!(single.status(), 202);
     assert_eq!(count(&app.pool, "SELECT count(*) FROM jobs").await, 3);
 }
+
+#[tokio::test]
+async fn listing_by_kind_or_queue_reads_an_index_not_the_whole_table() {
+    let app = spawn_app_with(|settings| settings.workers = 0).await;
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, queue) \
+         SELECT gen_random_uuid(), CASE WHEN n % 1000 = 0 THEN 'rare' ELSE 'echo' END, \
+                CASE WHEN n % 1000 = 0 THEN 'slow' ELSE 'default' END \
+         FROM generate_series(1, 20000) AS n",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE jobs")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    for (filter, index) in [
+        ("kind = 'rare'", "jobs_listed_by_kind"),
+        ("queue = 'slow'", "jobs_listed_by_queue"),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(&format!(
+            "EXPLAIN SELECT id FROM jobs WHERE {filter} ORDER BY id DESC LIMIT 101"
+        ))
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains(index), "{filter}:\n{plan}");
+    }
+    let page: Value = app
+        .client
+        .get(app.url("/v1/jobs?kind=rare&limit=500"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 20);
+}

@@ -26,6 +26,29 @@ async fn insert_in_chunks(pool: &sqlx::PgPool, jobs: Vec<NewJob>) {
     }
 }
 
+/// How many of A's jobs had finished by the time B's last one did.
+async fn a_finished_before_b(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE tenant = 'a' AND status = 'succeeded' \
+           AND finished_at <= (SELECT max(finished_at) FROM jobs WHERE tenant = 'b')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn until_b_is_done(pool: &sqlx::PgPool) -> bool {
+    eventually(Duration::from_secs(60), || async {
+        crate::common::count(
+            pool,
+            "SELECT count(*) FROM jobs WHERE tenant = 'b' AND status = 'succeeded'",
+        )
+        .await
+            == 100
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_tenant_behind_a_big_burst_finishes_before_the_burst_is_a_quarter_done() {
     let db = Db::new().await;
@@ -49,29 +72,58 @@ async fn a_small_tenant_behind_a_big_burst_finishes_before_the_burst_is_a_quarte
         Registry::builtin(),
         config(64, Duration::from_secs(30), Duration::from_secs(1)),
     );
-    assert!(
-        eventually(Duration::from_secs(60), || async {
-            crate::common::count(
-                pool,
-                "SELECT count(*) FROM jobs WHERE tenant = 'b' AND status = 'succeeded'",
-            )
-            .await
-                == 100
-        })
-        .await
-    );
+    assert!(until_b_is_done(pool).await);
     workers.shutdown(Duration::from_secs(5)).await;
-    // How many of A's jobs had finished by the time B's last one did.
-    let a_before_b: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM jobs WHERE tenant = 'a' AND status = 'succeeded' \
-           AND finished_at <= (SELECT max(finished_at) FROM jobs WHERE tenant = 'b')",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
+    let a_before_b = a_finished_before_b(pool).await;
     assert!(
         a_before_b < 5_000,
         "{a_before_b} of A's jobs finished before B's last"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_arrives_while_workers_drain_another_is_served_at_once() {
+    let db = Db::new().await;
+    let pool = &db.pool;
+    let workers = WorkerPool::start(
+        pool.clone(),
+        Registry::builtin(),
+        config(64, Duration::from_secs(30), Duration::from_secs(1)),
+    );
+    // One statement each: A's burst is already being drained (and its tenants remembered) when B's jobs
+    // arrive; their notification must make the workers look for tenants again.
+    insert(
+        pool,
+        &(0..20_000)
+            .map(|_| of_tenant("a", "echo", json!({})))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            crate::common::count(pool, "SELECT count(*) FROM jobs WHERE status = 'succeeded'").await
+                >= 1_000
+        })
+        .await
+    );
+    let a_done_before = crate::common::count(
+        pool,
+        "SELECT count(*) FROM jobs WHERE tenant = 'a' AND status = 'succeeded'",
+    )
+    .await;
+    insert(
+        pool,
+        &(0..100)
+            .map(|_| of_tenant("b", "echo", json!({})))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(until_b_is_done(pool).await);
+    workers.shutdown(Duration::from_secs(5)).await;
+    let a_meanwhile = a_finished_before_b(pool).await - a_done_before;
+    assert!(
+        a_meanwhile < 5_000,
+        "{a_meanwhile} of A's jobs finished between B's arrival and B's last"
     );
 }
 

@@ -413,6 +413,15 @@ impl JobsApi {
                 let jobs = jobs.into_iter().map(JobMonitor::from).collect();
                 ListJobsResponse::Ok(Json(JobList { jobs, next_cursor }))
             }
+            Err(err) if err.code().as_deref() == Some(store::jobs::QUERY_CANCELED) => {
+                let mut problem = Problem::unavailable();
+                problem.detail = Some(
+                    "listing took longer than the server allows (2 s); narrow it with `status`, `kind` \
+                     or `queue`, or page with a smaller `limit`"
+                        .to_owned(),
+                );
+                problem.into()
+            }
             Err(err) => Problem::from_db(&err).into(),
         }
     }
