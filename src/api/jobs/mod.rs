@@ -362,7 +362,10 @@ impl JobsApi {
     /// List jobs
     ///
     /// Jobs newest first, optionally filtered by `status`, `kind` and `queue`. Pages are at most `limit`
-    /// long (default 100, at most 500); pass `next_cursor` back as `cursor` for the next page.
+    /// long (default 100, at most 500); pass `next_cursor` back as `cursor` for the next page, until it is
+    /// absent. A page filtered by `kind` or `queue` (or by tenant, with API keys) looks at no more than the
+    /// 10,000 newest jobs below its cursor, so it may hold fewer than `limit` jobs, even none, while
+    /// `next_cursor` is set.
     #[oai(path = "/v1/jobs", method = "get", operation_id = "list_jobs")]
     async fn list_jobs(
         &self,
@@ -402,13 +405,17 @@ impl JobsApi {
             limit: i64::from(limit.0) + 1,
         };
         match store::jobs::list(&self.state.pool, &filter).await {
-            Ok(mut jobs) => {
+            Ok(store::jobs::Listed {
+                mut jobs,
+                window_end,
+            }) => {
                 let page = limit.0 as usize;
                 let next_cursor = if jobs.len() > page {
                     jobs.truncate(page);
                     jobs.last().map(|job| job.id.to_string())
                 } else {
-                    None
+                    // The page looked at all it may; older matches may remain below.
+                    window_end.map(|end| end.to_string())
                 };
                 let jobs = jobs.into_iter().map(JobMonitor::from).collect();
                 ListJobsResponse::Ok(Json(JobList { jobs, next_cursor }))
