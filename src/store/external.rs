@@ -51,13 +51,16 @@ pub async fn claim(pool: &PgPool, claim: &ExternalClaim<'_>) -> super::Result<Ve
     let secs = i32::try_from(claim.lease.as_secs())
         .unwrap_or(i32::MAX)
         .max(1);
+    let tenants = match claim.tenant {
+        Some(tenant) => vec![tenant.to_owned()],
+        None => super::leases::queued_tenants(pool, None).await?,
+    };
     let query = sqlx::query_as(concat!(
-        "WITH RECURSIVE ",
+        "WITH ",
         super::leases::fair_claim!(
             "$1",
             "$3",
             "$6",
-            "NULL",
             "$7",
             "$8",
             "AND ($2::text[] IS NULL OR queue = ANY($2))"
@@ -74,7 +77,7 @@ pub async fn claim(pool: &PgPool, claim: &ExternalClaim<'_>) -> super::Result<Ve
     .bind(claim.limit)
     .bind(secs)
     .bind(claim.worker_id)
-    .bind(claim.tenant)
+    .bind(&tenants)
     .bind(&claim.caps.names)
     .bind(&claim.caps.max_running);
     let jobs: Vec<ClaimRow> = if claim.caps.names.is_empty() {

@@ -58,13 +58,14 @@ pub async fn claim_available(
     lease: Duration,
     worker_id: &str,
 ) -> super::Result<Vec<ClaimedJob>> {
+    let tenants = queued_tenants(pool, None).await?;
     let claim = Claim {
         kinds,
         limit,
         lease,
         worker_id,
         caps: TenantCaps::none(),
-        tenants: None,
+        tenants: &tenants,
     };
     Ok(complete_and_claim(pool, &[], &claim).await?.claimed)
 }
@@ -78,8 +79,8 @@ pub struct Claim<'a> {
     pub lease: Duration,
     pub worker_id: &'a str,
     pub caps: &'a TenantCaps,
-    /// The tenants to claim from, as a recent claim found them; `None`: find them now.
-    pub tenants: Option<&'a [String]>,
+    /// The tenants to claim from (see [`queued_tenants`]).
+    pub tenants: &'a [String],
 }
 
 /// `[tenants.NAME] max_running`: the most running jobs of each named tenant, across all replicas.
@@ -122,40 +123,59 @@ pub(crate) async fn lock_capped_claims(
     Ok(())
 }
 
-/// The claim's choice of rows (the CTEs `discovered`, `tenants`, `active`, `candidates` and `next`),
-/// shared by the in-process and the external claims. Arguments are the parameters holding the kinds, the
-/// limit, the tenant to claim for (NULL: any), the tenants known to have queued jobs (NULL: find them),
-/// the capped tenants' names and caps, and extra SQL conditions.
+/// The tenants with queued jobs (all of them, or only `only`), by a loose scan of
+/// `jobs_claimable_by_tenant`: one index probe per tenant.
 ///
-/// Fair share: each tenant with queued jobs gives up to `limit` of its claimable rows in claim order, and
-/// the claim takes them in turns (each tenant's first, then each one's second, ...). One tenant's burst
-/// therefore cannot starve another, and with one tenant the claim is what it always was. A capped tenant
-/// gives no more than its room under `max_running`.
+/// Each probe walks the index entries of jobs claimed since the last vacuum, so this is not part of every
+/// claim (inside the claim statement it cost the drain more than half its rate): the in-process runtime
+/// keeps the answer until a notification or poll tick says something new may have arrived.
+pub async fn queued_tenants(
+    pool: &PgPool,
+    only: super::jobs::Visible<'_>,
+) -> super::Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "WITH RECURSIVE found(tenant) AS ( \
+           (SELECT tenant FROM jobs WHERE status = 'queued' AND ($1::text IS NULL OR tenant = $1) \
+            ORDER BY tenant LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT j.tenant FROM jobs j WHERE j.status = 'queued' AND j.tenant > f.tenant \
+                     AND ($1::text IS NULL OR j.tenant = $1) \
+                   ORDER BY j.tenant LIMIT 1) \
+           FROM found f WHERE f.tenant IS NOT NULL) \
+         SELECT tenant FROM found WHERE tenant IS NOT NULL",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The claim's choice of rows (the CTEs `active`, `candidates` and `next`), shared by the in-process and
+/// the external claims. Arguments are the parameters holding the kinds, the limit, the tenants to claim
+/// from (see [`queued_tenants`]), the capped tenants' names and caps, and extra SQL conditions.
 ///
-/// Finding the tenants is a loose scan of `jobs_claimable_by_tenant` (one index probe per tenant), but each
-/// probe walks the index entries of jobs claimed since the last vacuum: done in every statement it cost
-/// the drain more than half its rate. So the in-process runtime passes the tenants a recent claim found
-/// (see [`Step::tenants`]) and asks for a new search only after a notification or a poll tick.
+/// Fair share: each tenant gives up to `limit` of its claimable rows in claim order, and the claim takes
+/// them in turns (each tenant's first, then each one's second, ...). One tenant's burst therefore cannot
+/// starve another, and with one tenant the claim is what it always was. A capped tenant gives no more
+/// than its room under `max_running`.
 macro_rules! fair_claim {
-    ($kinds:literal, $limit:literal, $tenant:literal, $known:literal, $cap_names:literal, $cap_max:literal, $extra:literal) => {
+    ($kinds:literal, $limit:literal, $tenants:literal, $cap_names:literal, $cap_max:literal, $extra:literal) => {
         concat!(
-            "discovered(tenant) AS ( \
-               (SELECT tenant FROM jobs WHERE ", $known, "::text[] IS NULL AND ", $limit, " > 0 \
-                  AND status = 'queued' AND (", $tenant, "::text IS NULL OR tenant = ", $tenant, ") \
-                ORDER BY tenant LIMIT 1) \
-               UNION ALL \
-               SELECT (SELECT j.tenant FROM jobs j WHERE j.status = 'queued' AND j.tenant > t.tenant \
-                         AND (", $tenant, "::text IS NULL OR j.tenant = ", $tenant, ") \
-                       ORDER BY j.tenant LIMIT 1) \
-               FROM discovered t WHERE t.tenant IS NOT NULL), \
-             tenants(tenant) AS ( \
-               SELECT tenant FROM discovered WHERE tenant IS NOT NULL \
-               UNION ALL SELECT unnest(", $known, "::text[])), \
-             active AS ( \
-               SELECT t.tenant, CASE WHEN cap.max IS NULL THEN ", $limit, "::int8 \
-                 ELSE least(", $limit, "::int8, greatest(0, cap.max - (SELECT count(*) FROM jobs r \
+            "active AS ( \
+               SELECT t.tenant, CASE WHEN cap.max IS NULL THEN ",
+            $limit,
+            "::int8 \
+                 ELSE least(",
+            $limit,
+            "::int8, greatest(0, cap.max - (SELECT count(*) FROM jobs r \
                    WHERE r.status = 'running' AND r.tenant = t.tenant))) END AS room \
-               FROM tenants t LEFT JOIN unnest(", $cap_names, "::text[], ", $cap_max, "::int8[]) \
+               FROM unnest(",
+            $tenants,
+            "::text[]) AS t(tenant) \
+               LEFT JOIN unnest(",
+            $cap_names,
+            "::text[], ",
+            $cap_max,
+            "::int8[]) \
                  AS cap(tenant, max) ON cap.tenant = t.tenant), \
              candidates AS ( \
                SELECT c.ctid, c.priority, c.run_at, c.id, row_number() OVER ( \
@@ -163,12 +183,18 @@ macro_rules! fair_claim {
                FROM active a CROSS JOIN LATERAL ( \
                  SELECT ctid, priority, run_at, id FROM jobs \
                  WHERE tenant = a.tenant AND status = 'queued' AND run_at <= now() \
-                   AND kind = ANY(", $kinds, ") ", $extra, " \
+                   AND kind = ANY(",
+            $kinds,
+            ") ",
+            $extra,
+            " \
                  ORDER BY priority DESC, run_at, id \
                  LIMIT a.room \
                  FOR UPDATE SKIP LOCKED) c), \
              next AS ( \
-               SELECT ctid FROM candidates ORDER BY turn, priority DESC, run_at, id LIMIT ", $limit, ")"
+               SELECT ctid FROM candidates ORDER BY turn, priority DESC, run_at, id LIMIT ",
+            $limit,
+            ")"
         )
     };
 }
@@ -181,17 +207,13 @@ pub struct Step {
     pub completed: Vec<Uuid>,
     /// In claim order: priority, then `run_at`, then id.
     pub claimed: Vec<ClaimedJob>,
-    /// The tenants with queued jobs, when the claim looked for them ([`Claim::tenants`] was `None`).
-    pub tenants: Option<Vec<String>>,
 }
 
 /// One row of [`complete_and_claim`]'s answer: a completed id, or a claimed job.
 #[derive(sqlx::FromRow)]
 struct StepRow {
-    /// `None` on the rows that name a discovered tenant.
-    completed: Option<bool>,
-    id: Option<Uuid>,
-    tenant: Option<String>,
+    completed: bool,
+    id: Uuid,
     kind: Option<String>,
     payload: Option<String>,
     attempt: Option<i32>,
@@ -219,7 +241,7 @@ pub async fn complete_and_claim(
     let mut completions: Vec<&Completion> = completions.iter().collect();
     completions.sort_by_key(|c| c.lease.id);
     let query = sqlx::query_as(concat!(
-        "WITH RECURSIVE done AS ( \
+        "WITH done AS ( \
            UPDATE jobs j SET status = 'succeeded', finished_at = now(), updated_at = now(), \
              lease_token = NULL, lease_expires_at = NULL, error = NULL \
            FROM unnest($1::uuid[], $2::uuid[]) AS input(id, token) \
@@ -232,7 +254,7 @@ pub async fn complete_and_claim(
              AS input(id, content_type, body, headers) \
            JOIN done ON done.id = input.id \
            RETURNING job_id), ",
-        fair_claim!("$5", "$6", "$10", "$13", "$11", "$12", ""),
+        fair_claim!("$5", "$6", "$10", "$11", "$12", ""),
         ", \
          claimed AS ( \
            UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), \
@@ -241,19 +263,16 @@ pub async fn complete_and_claim(
            WHERE j.ctid = ANY(ARRAY(SELECT ctid FROM next)) \
            RETURNING j.id, j.kind, j.payload::text AS payload, j.attempt, j.max_attempts, j.timeout_secs, \
              j.lease_token, j.cancel_requested, j.priority, j.run_at, j.created_at) \
-         SELECT true AS completed, job_id AS id, NULL::text AS tenant, NULL::text AS kind, NULL::text AS payload, \
+         SELECT true AS completed, job_id AS id, NULL::text AS kind, NULL::text AS payload, \
            NULL::int4 AS attempt, NULL::int4 AS max_attempts, NULL::int4 AS timeout_secs, \
            NULL::uuid AS lease_token, NULL::bool AS cancel_requested, NULL::int4 AS priority, \
            NULL::timestamptz AS run_at, NULL::timestamptz AS created_at \
          FROM stored \
          UNION ALL \
-         SELECT false, id, NULL, kind, payload, attempt, max_attempts, timeout_secs, lease_token, \
+         SELECT false, id, kind, payload, attempt, max_attempts, timeout_secs, lease_token, \
            cancel_requested, priority, run_at, created_at \
          FROM claimed \
-         UNION ALL \
-         SELECT NULL, NULL, tenant, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
-         FROM discovered WHERE tenant IS NOT NULL \
-         ORDER BY completed DESC NULLS LAST, priority DESC, run_at, id",
+         ORDER BY completed DESC, priority DESC, run_at, id",
     ))
     .bind(completions.iter().map(|c| c.lease.id).collect::<Vec<_>>())
     .bind(completions.iter().map(|c| c.lease.token).collect::<Vec<_>>())
@@ -274,10 +293,9 @@ pub async fn complete_and_claim(
             .map(|c| c.headers.as_ref())
             .collect::<Vec<_>>(),
     )
-    .bind(None::<&str>)
+    .bind(claim.tenants)
     .bind(&claim.caps.names)
-    .bind(&claim.caps.max_running)
-    .bind(claim.tenants);
+    .bind(&claim.caps.max_running);
     let rows: Vec<StepRow> = if claim.caps.names.is_empty() || claim.limit == 0 {
         query.fetch_all(pool).await?
     } else {
@@ -287,18 +305,10 @@ pub async fn complete_and_claim(
         tx.commit().await?;
         rows
     };
-    let mut step = Step {
-        tenants: (claim.tenants.is_none() && claim.limit > 0).then(Vec::new),
-        ..Step::default()
-    };
+    let mut step = Step::default();
     for row in rows {
-        let (Some(completed), Some(id)) = (row.completed, row.id) else {
-            if let (Some(tenants), Some(tenant)) = (&mut step.tenants, row.tenant) {
-                tenants.push(tenant);
-            }
-            continue;
-        };
-        if completed {
+        let id = row.id;
+        if row.completed {
             step.completed.push(id);
             continue;
         }
@@ -409,7 +419,7 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion]) -> super::
         lease: Duration::ZERO,
         worker_id: "",
         caps: TenantCaps::none(),
-        tenants: Some(&[]),
+        tenants: &[],
     };
     Ok(complete_and_claim(pool, completions, &nothing)
         .await?

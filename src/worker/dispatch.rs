@@ -62,6 +62,8 @@ struct Answer {
     limit: usize,
     /// [`Dispatcher::wakes`] when it was sent.
     wakes: u64,
+    /// The tenants with queued jobs, when it looked for them.
+    found: Option<Arc<[String]>>,
     step: Result<Step, crate::store::Error>,
 }
 
@@ -153,7 +155,7 @@ struct Dispatcher {
     wakes: u64,
     /// The tenants with queued jobs as a claim found them, and [`Dispatcher::wakes`] when it was sent:
     /// claims take turns among these until the next notification or poll tick, instead of each looking for
-    /// tenants again (see `store::leases::fair_claim`).
+    /// tenants again (see `store::leases::queued_tenants`).
     tenants: Option<(Arc<[String]>, u64)>,
     draining: bool,
     error_backoff: Duration,
@@ -251,25 +253,39 @@ impl Dispatcher {
             None => self.kinds.clone(),
         };
         let wakes = self.wakes;
-        let tenants = self
+        let known = self
             .tenants
             .as_ref()
             .filter(|(_, found)| *found == wakes)
             .map(|(tenants, _)| tenants.clone());
         self.in_flight.push(Box::pin(async move {
-            let claim = Claim {
-                kinds: &kinds,
-                limit: limit as i64,
-                lease: shared.config.lease,
-                worker_id: &shared.config.worker_id,
-                caps: &shared.config.caps,
-                tenants: tenants.as_deref(),
+            let tenants = match known {
+                Some(tenants) => Ok((tenants, false)),
+                None if limit == 0 => Ok((Arc::from(Vec::new()), false)),
+                None => leases::queued_tenants(&shared.pool, None)
+                    .await
+                    .map(|found| (Arc::from(found), true)),
             };
-            let step = leases::complete_and_claim(&shared.pool, &completions, &claim).await;
+            let (step, found) = match tenants {
+                Ok((tenants, found)) => {
+                    let claim = Claim {
+                        kinds: &kinds,
+                        limit: limit as i64,
+                        lease: shared.config.lease,
+                        worker_id: &shared.config.worker_id,
+                        caps: &shared.config.caps,
+                        tenants: &tenants,
+                    };
+                    let step = leases::complete_and_claim(&shared.pool, &completions, &claim).await;
+                    (step, found.then_some(tenants))
+                }
+                Err(err) => (Err(err), None),
+            };
             Answer {
                 waiters,
                 limit,
                 wakes,
+                found,
                 step,
             }
         }));
@@ -280,8 +296,13 @@ impl Dispatcher {
             waiters,
             limit,
             wakes,
+            found,
             step,
         } = answer;
+        // Kept only while nothing new may have arrived since it looked.
+        if let Some(found) = found.filter(|_| wakes == self.wakes) {
+            self.tenants = Some((found, wakes));
+        }
         self.occupied -= limit;
         self.reserved -= limit;
         self.completing -= waiters.len();
@@ -296,12 +317,6 @@ impl Dispatcher {
                 );
                 self.error_backoff = FIRST_ERROR_BACKOFF;
                 self.occupied -= waiters.len();
-                if let Some(tenants) = step.tenants {
-                    // Only while nothing new may have arrived since the claim looked.
-                    if wakes == self.wakes {
-                        self.tenants = Some((tenants.into(), wakes));
-                    }
-                }
                 if limit > 0 && step.claimed.len() < limit && wakes == self.wakes {
                     // The queue ran dry; wait for a notification or the next poll.
                     self.want_jobs = false;
