@@ -19,6 +19,8 @@ pub const HTTP_REQUESTS: &str = "jobdock_http_requests_total";
 pub const HTTP_DURATION: &str = "jobdock_http_request_duration_seconds";
 pub const DB_POOL: &str = "jobdock_db_pool_connections";
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// How often the queue depth is counted.
 const DEPTH_EVERY: Duration = Duration::from_secs(5);
 /// The most `{kind, queue, status}` series the depth gauge keeps: a flood of one-off queue names must not
@@ -40,7 +42,21 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .set_buckets(&BUCKETS)
                 .and_then(PrometheusBuilder::install_recorder);
             match installed {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    // Histograms keep their samples until upkeep folds them in: without it a process
+                    // nobody scrapes (`jobdock worker`) would grow without bound.
+                    let upkeep = handle.clone();
+                    let started = std::thread::Builder::new()
+                        .name("metrics-upkeep".to_owned())
+                        .spawn(move || loop {
+                            std::thread::sleep(UPKEEP_EVERY);
+                            upkeep.run_upkeep();
+                        });
+                    if let Err(err) = started {
+                        tracing::warn!(error = %err, "metrics upkeep thread not started");
+                    }
+                    Some(handle)
+                }
                 Err(err) => {
                     // Another recorder is in place (an embedding program's): jobdock's series go there.
                     tracing::warn!(error = %err, "metrics recorder not installed; /metrics stays empty");
@@ -95,9 +111,6 @@ pub fn count_depth(pool: PgPool, stop: CancellationToken) -> tokio::task::JoinHa
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
-            }
-            if let Some(handle) = handle() {
-                handle.run_upkeep();
             }
             match crate::store::maintenance::queue_depth(&pool, MAX_DEPTH_SERIES).await {
                 Ok(rows) => {
