@@ -37,9 +37,9 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> super::Result<Vec<Jo
         "       AS t(id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, tenant) ",
         "  RETURNING ",
         job_columns!(),
-        "), notified AS (SELECT pg_notify('",
+        "), notified AS (SELECT count(pg_notify('",
         notify_jobs_channel!(),
-        "', '')) ",
+        "', tenant)) FROM (SELECT DISTINCT tenant FROM unnest($9::text[]) AS t(tenant)) t) ",
         "SELECT inserted.* FROM inserted, notified ORDER BY id"
     ));
     bind_columns(query, jobs)
@@ -65,9 +65,9 @@ pub async fn insert_one(pool: &PgPool, job: &NewJob) -> super::Result<Inserted> 
         "  ON CONFLICT (idempotency_caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING ",
         "  RETURNING ",
         job_columns!(),
-        "), notified AS (SELECT pg_notify('",
+        "), notified AS (SELECT count(pg_notify('",
         notify_jobs_channel!(),
-        "', '')) ",
+        "', tenant)) FROM (SELECT $12::text AS tenant FROM inserted LIMIT 1) t) ",
         "SELECT inserted.* FROM inserted, notified"
     ))
     .bind(job.id)
@@ -141,9 +141,9 @@ pub async fn insert_many_keyed(
         "  ON CONFLICT (idempotency_caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING ",
         "  RETURNING ",
         job_columns!(),
-        "), notified AS (SELECT pg_notify('",
+        "), notified AS (SELECT count(pg_notify('",
         notify_jobs_channel!(),
-        "', '')) ",
+        "', tenant)) FROM (SELECT DISTINCT tenant FROM unnest($9::text[]) AS t(tenant)) t) ",
         "SELECT inserted.* FROM inserted, notified ORDER BY id"
     ));
     let created: Vec<Job> = bind_columns(query, jobs)

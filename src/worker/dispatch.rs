@@ -62,6 +62,8 @@ struct Answer {
     limit: usize,
     /// [`Dispatcher::wakes`] when it was sent.
     wakes: u64,
+    /// [`Dispatcher::tenant_epoch`] when it was sent.
+    epoch: u64,
     /// The tenants with queued jobs, when it looked for them.
     found: Option<Arc<[String]>>,
     step: Result<Step, crate::store::Error>,
@@ -87,6 +89,7 @@ pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>,
         refilling: 0,
         wakes: 0,
         tenants: None,
+        tenant_epoch: 0,
         draining: false,
         error_backoff: FIRST_ERROR_BACKOFF,
         claim_after: None,
@@ -122,8 +125,11 @@ pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>,
             Some(ended) = dispatcher.tasks.join_next(), if !dispatcher.tasks.is_empty() => {
                 dispatcher.task_ended(ended);
             }
-            _ = dispatcher.shared.wake.notified() => dispatcher.woken(),
-            _ = poll.tick() => dispatcher.woken(),
+            _ = dispatcher.shared.wake.notified() => dispatcher.notified(),
+            _ = poll.tick() => {
+                dispatcher.forget_tenants();
+                dispatcher.woken();
+            }
             _ = backoff_over => dispatcher.claim_after = None,
         }
     }
@@ -153,10 +159,12 @@ struct Dispatcher {
     /// Counts notifications and poll ticks, so a claim that comes back short only clears `want_jobs` when
     /// no notification arrived while it was in flight.
     wakes: u64,
-    /// The tenants with queued jobs as a claim found them, and [`Dispatcher::wakes`] when it was sent:
-    /// claims take turns among these until the next notification or poll tick, instead of each looking for
-    /// tenants again (see `store::leases::queued_tenants`).
+    /// The tenants with queued jobs as a claim found them: claims take turns among these until a
+    /// notification names another tenant, or the next poll tick, instead of each looking for tenants
+    /// again (see `store::leases::queued_tenants`).
     tenants: Option<(Arc<[String]>, u64)>,
+    /// Counts [`Dispatcher::forget_tenants`]: a search that was in flight meanwhile is not kept.
+    tenant_epoch: u64,
     draining: bool,
     error_backoff: Duration,
     claim_after: Option<Instant>,
@@ -179,6 +187,30 @@ impl Dispatcher {
     fn woken(&mut self) {
         self.wakes += 1;
         self.want_jobs = true;
+    }
+
+    /// Jobs were submitted or requeued: the tenants known to have queued jobs still hold when every
+    /// notification names one of them.
+    fn notified(&mut self) {
+        let notified = match self.shared.notified.lock() {
+            Ok(mut notified) => std::mem::take(&mut *notified),
+            Err(_) => vec![String::new()],
+        };
+        let known = |tenant: &String| {
+            self.tenants
+                .as_ref()
+                .is_some_and(|(tenants, _)| tenants.contains(tenant))
+        };
+        if notified.is_empty() || !notified.iter().all(known) {
+            self.forget_tenants();
+        }
+        self.woken();
+    }
+
+    /// Makes the next claim look for the tenants with queued jobs again.
+    fn forget_tenants(&mut self) {
+        self.tenants = None;
+        self.tenant_epoch += 1;
     }
 
     /// Frees the slot of a job whose task ended, unless the statement that wrote its result already did.
@@ -253,11 +285,8 @@ impl Dispatcher {
             None => self.kinds.clone(),
         };
         let wakes = self.wakes;
-        let known = self
-            .tenants
-            .as_ref()
-            .filter(|(_, found)| *found == wakes)
-            .map(|(tenants, _)| tenants.clone());
+        let epoch = self.tenant_epoch;
+        let known = self.tenants.as_ref().map(|(tenants, _)| tenants.clone());
         self.in_flight.push(Box::pin(async move {
             let tenants = match known {
                 Some(tenants) => Ok((tenants, false)),
@@ -285,6 +314,7 @@ impl Dispatcher {
                 waiters,
                 limit,
                 wakes,
+                epoch,
                 found,
                 step,
             }
@@ -296,12 +326,13 @@ impl Dispatcher {
             waiters,
             limit,
             wakes,
+            epoch,
             found,
             step,
         } = answer;
         // Kept only while nothing new may have arrived since it looked.
-        if let Some(found) = found.filter(|_| wakes == self.wakes) {
-            self.tenants = Some((found, wakes));
+        if let Some(found) = found.filter(|_| epoch == self.tenant_epoch) {
+            self.tenants = Some((found, epoch));
         }
         self.occupied -= limit;
         self.reserved -= limit;

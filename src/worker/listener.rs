@@ -11,6 +11,9 @@ use super::running::StopReason;
 use super::Shared;
 use crate::store::notify;
 
+/// Notification payloads kept between two looks of the dispatcher.
+const MAX_REMEMBERED: usize = 256;
+
 pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -44,7 +47,15 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                         shared.running.stop(id, StopReason::CancelRequested);
                     }
                 }
-                Ok(_) => {
+                Ok(notification) => {
+                    if let Ok(mut notified) = shared.notified.lock() {
+                        // Bounded: past it, the dispatcher looks for tenants again anyway.
+                        if notified.len() < MAX_REMEMBERED {
+                            notified.push(notification.payload().to_owned());
+                        } else if notified.len() == MAX_REMEMBERED {
+                            notified.push(String::new());
+                        }
+                    }
                     shared.wake.notify_one();
                     shared.signals.jobs_available();
                 }

@@ -92,6 +92,9 @@ pub(crate) struct Shared {
     pub running: Running,
     /// Wakes the dispatcher: a NOTIFY arrived.
     pub wake: Notify,
+    /// The payloads of the job notifications since the dispatcher last looked: the tenant whose jobs were
+    /// submitted, or empty when jobs came back to the queue some other way.
+    pub notified: std::sync::Mutex<Vec<String>>,
     /// Wakes everyone else waiting for jobs.
     pub signals: signals::SignalSender,
     /// Where executors hand results to the dispatcher.
@@ -125,6 +128,7 @@ impl WorkerPool {
             config,
             running: Running::default(),
             wake: Notify::new(),
+            notified: std::sync::Mutex::new(Vec::new()),
             signals: signal_sender,
             pauses: pauses::Pauses::default(),
         });
