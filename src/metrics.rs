@@ -55,6 +55,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                     if let Err(err) = started {
                         tracing::warn!(error = %err, "metrics upkeep thread not started");
                     }
+                    describe();
                     Some(handle)
                 }
                 Err(err) => {
@@ -65,6 +66,40 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// The `# HELP` line of each series.
+fn describe() {
+    use metrics::Unit;
+    metrics::describe_counter!(JOBS_SUBMITTED, "Jobs accepted by this replica.");
+    metrics::describe_counter!(
+        JOBS_FINISHED,
+        "Jobs that ended succeeded, failed or cancelled, as seen by this replica."
+    );
+    metrics::describe_gauge!(
+        QUEUE_DEPTH,
+        "Queued and running jobs in the whole database, counted every few seconds."
+    );
+    metrics::describe_histogram!(
+        JOB_WAIT,
+        Unit::Seconds,
+        "From submission to the start of a run."
+    );
+    metrics::describe_histogram!(
+        JOB_RUN,
+        Unit::Seconds,
+        "From the start of a run to its result."
+    );
+    metrics::describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests by documented route and status."
+    );
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request durations by route."
+    );
+    metrics::describe_gauge!(DB_POOL, "Connections of this process's PostgreSQL pool.");
 }
 
 /// The exposition text, with the pool's connections counted now.

@@ -44,6 +44,10 @@ async fn metrics_show_jobs_http_requests_and_the_pool_after_a_job_runs() {
     ] {
         assert!(text.contains(series), "missing {series} in:\n{text}");
     }
+    assert!(
+        text.contains("# HELP jobdock_jobs_submitted_total"),
+        "{text}"
+    );
     // Ids never become labels.
     assert!(!text.contains(&id.to_string()));
 }
