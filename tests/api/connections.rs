@@ -148,3 +148,25 @@ async fn requests_hyper_refuses_get_problem_details_too() {
         assert_eq!(body_of(&answer)["status"], status, "{answer}");
     }
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_idle_for_a_minute_is_closed() {
+    let app = spawn_app().await;
+    let mut stream = TcpStream::connect(host(&app)).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1024];
+    let n = stream.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    let answered = Instant::now();
+    // Still open well past the header timeout: it answered a request, so only the idle timeout applies.
+    let rest = read_to_close(&mut stream, Duration::from_secs(90)).await;
+    assert!(rest.is_some(), "still open after 90 s");
+    let idle = answered.elapsed();
+    assert!(
+        idle >= Duration::from_secs(58) && idle < Duration::from_secs(75),
+        "closed after {idle:?}"
+    );
+}
