@@ -59,6 +59,21 @@ async fn call(
     request.send().await.expect("request")
 }
 
+/// What a claim of `scan` jobs with `key` returns.
+async fn claim_as(app: &TestApp, key: &str) -> Value {
+    call(
+        app,
+        Method::POST,
+        "/v1/worker/claim",
+        Some(key),
+        Some(json!({"worker_id": "w", "kinds": ["scan"], "wait_secs": 0})),
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
 async fn submit_as(app: &TestApp, key: &str, body: Value) -> Uuid {
     let response = call(app, Method::POST, "/v1/jobs", Some(key), Some(body)).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
@@ -229,17 +244,7 @@ async fn another_tenants_job_is_404_on_every_path_and_absent_from_lists() {
         .await
         .unwrap();
     assert_eq!(list["jobs"], json!([]));
-    let claimed: Value = call(
-        &app,
-        Method::POST,
-        "/v1/worker/claim",
-        Some(&globex),
-        Some(json!({"worker_id": "g", "kinds": ["scan"], "wait_secs": 0})),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let claimed: Value = claim_as(&app, &globex).await;
     assert_eq!(claimed["jobs"], json!([]));
     // Its own tenant and an admin see it.
     let list: Value = call(&app, Method::GET, "/v1/jobs", Some(&acme), None)
@@ -257,17 +262,7 @@ async fn another_tenants_job_is_404_on_every_path_and_absent_from_lists() {
     )
     .await;
     assert_eq!(response.status(), StatusCode::FOUND);
-    let claimed: Value = call(
-        &app,
-        Method::POST,
-        "/v1/worker/claim",
-        Some(&acme),
-        Some(json!({"worker_id": "a", "kinds": ["scan"], "wait_secs": 0})),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let claimed: Value = claim_as(&app, &acme).await;
     assert_eq!(claimed["jobs"][0]["id"], queued.to_string());
 }
 
@@ -278,17 +273,7 @@ async fn an_admin_key_claims_any_tenants_jobs() {
     let admin = create_key(&app, "ops", "admin").await;
     assert!(keys_in_force(&app).await);
     let id = submit_as(&app, &acme, json!({"kind": "scan", "payload": {}})).await;
-    let claimed: Value = call(
-        &app,
-        Method::POST,
-        "/v1/worker/claim",
-        Some(&admin),
-        Some(json!({"worker_id": "ops", "kinds": ["scan"], "wait_secs": 0})),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let claimed: Value = claim_as(&app, &admin).await;
     assert_eq!(claimed["jobs"][0]["id"], id.to_string());
     let tenant: String = sqlx::query_scalar("SELECT tenant FROM jobs WHERE id = $1")
         .bind(id)
