@@ -159,9 +159,9 @@ struct Dispatcher {
     /// Counts notifications and poll ticks, so a claim that comes back short only clears `want_jobs` when
     /// no notification arrived while it was in flight.
     wakes: u64,
-    /// The tenants with queued jobs as a claim found them: claims take turns among these until a
-    /// notification names another tenant, or the next poll tick, instead of each looking for tenants
-    /// again (see `store::leases::queued_tenants`).
+    /// The tenants with queued jobs as a search found them (plus those notifications named since): claims
+    /// take turns among these until the next poll tick or an unnamed notification, instead of each
+    /// looking for tenants again (see `store::leases::queued_tenants`).
     tenants: Option<(Arc<[String]>, u64)>,
     /// Counts [`Dispatcher::forget_tenants`]: a search that was in flight meanwhile is not kept.
     tenant_epoch: u64,
@@ -189,20 +189,28 @@ impl Dispatcher {
         self.want_jobs = true;
     }
 
-    /// Jobs were submitted or requeued: the tenants known to have queued jobs still hold when every
-    /// notification names one of them.
+    /// Jobs were submitted or requeued. A notification names the tenant whose jobs were submitted: it
+    /// joins the list (it has queued jobs now), so a busy queue does not pay a search per submission. One
+    /// without a name (a requeue, a rescue) makes the next claim search again.
     fn notified(&mut self) {
         let notified = match self.shared.notified.lock() {
             Ok(mut notified) => std::mem::take(&mut *notified),
-            Err(_) => vec![String::new()],
+            Err(_) => Vec::new(),
         };
-        let known = |tenant: &String| {
-            self.tenants
-                .as_ref()
-                .is_some_and(|(tenants, _)| tenants.contains(tenant))
-        };
-        if notified.is_empty() || !notified.iter().all(known) {
-            self.forget_tenants();
+        let named = !notified.is_empty() && notified.iter().all(|tenant| !tenant.is_empty());
+        match &self.tenants {
+            Some((tenants, _)) if named => {
+                let mut tenants = tenants.to_vec();
+                for tenant in notified {
+                    if !tenants.contains(&tenant) {
+                        tenants.push(tenant);
+                    }
+                }
+                // A search in flight may have looked before these jobs arrived: its answer is not kept.
+                self.tenant_epoch += 1;
+                self.tenants = Some((tenants.into(), self.tenant_epoch));
+            }
+            _ => self.forget_tenants(),
         }
         self.woken();
     }
