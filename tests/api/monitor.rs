@@ -241,3 +241,53 @@ async fn a_bad_redirect_value_is_400() {
         "application/problem+json"
     );
 }
+
+async fn get_with_etag(app: &TestApp, id: uuid::Uuid, seen: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(&format!("/v1/jobs/{id}")))
+        .header("If-None-Match", seen)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_unchanged_monitor_is_304_with_its_etag_until_the_job_finishes() {
+    let app = spawn_app_with(|settings| settings.workers = 0).await;
+    let id = app.submit(json!({"kind": "echo"})).await;
+    let first = app.get_job(id).await;
+    assert_eq!(first.status(), 200);
+    let tag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(tag.starts_with('"') && tag.ends_with('"'), "{tag}");
+    let unchanged = get_with_etag(&app, id, &tag).await;
+    assert_eq!(unchanged.status(), 304);
+    assert_eq!(unchanged.headers()["etag"], tag.as_str());
+    assert!(unchanged.headers().contains_key("retry-after"));
+    assert!(unchanged.bytes().await.unwrap().is_empty());
+    // Weak and listed forms match too; another tag does not.
+    assert_eq!(
+        get_with_etag(&app, id, &format!("\"x\", W/{tag}"))
+            .await
+            .status(),
+        304
+    );
+    assert_eq!(get_with_etag(&app, id, "\"other\"").await.status(), 200);
+    // Once the job has finished, the old tag gets the final answer, with a new tag.
+    assert_eq!(app.cancel(id).await.status(), 200);
+    let finished = get_with_etag(&app, id, &tag).await;
+    assert_eq!(finished.status(), 200);
+    assert_ne!(finished.headers()["etag"], tag.as_str());
+    let body: Value = finished.json().await.unwrap();
+    assert_eq!(body["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn a_succeeded_job_is_always_its_302_even_to_a_matching_etag() {
+    let app = spawn_app().await;
+    let id = app.submit(json!({"kind": "echo"})).await;
+    app.wait_for_status(id, "succeeded").await;
+    let found = app.get_job(id).await;
+    assert_eq!(found.status(), 302);
+    let tag = found.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(get_with_etag(&app, id, &tag).await.status(), 302);
+}

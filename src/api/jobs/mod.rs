@@ -52,6 +52,37 @@ fn poll_after(job: &Job) -> u32 {
 
 const NO_STORE: &str = "no-store";
 
+/// The monitor's entity tag: it changes whenever a field the monitor shows changes (every such write
+/// moves `updated_at`, but the fields are hashed too, so a write that forgot to would still show), and
+/// differs between the 302 and the `redirect=false` answers.
+fn etag(job: &Job, redirect: bool) -> String {
+    use sha2::{Digest, Sha256};
+    let state = format!(
+        "{}|{}|{}|{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{}",
+        job.id,
+        job.status,
+        job.attempt,
+        job.updated_at.timestamp_micros(),
+        job.cancel_requested,
+        job.progress,
+        job.error,
+        job.run_at.timestamp_micros(),
+        job.started_at.map(|at| at.timestamp_micros()),
+        job.finished_at.map(|at| at.timestamp_micros()),
+        redirect,
+    );
+    let digest = Sha256::digest(state.as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// `If-None-Match` (a list of tags, or `*`) names `tag`; weak tags compare by their opaque part.
+fn etag_matches(header: &str, tag: &str) -> bool {
+    header.split(',').map(str::trim).any(|candidate| {
+        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == tag
+    })
+}
+
 /// A header that is not text (non-ASCII bytes) reaches an operation as no header at all: refuse it rather
 /// than store a duplicate the client meant to prevent.
 fn unreadable_key(request: &Request, key: &Header<Option<String>>) -> Option<Problem> {
@@ -242,6 +273,10 @@ impl JobsApi {
         /// `false`: answer a succeeded job with 200 and `result_url` instead of 302.
         #[oai(default = "default_true")]
         redirect: Query<bool>,
+        /// The `ETag` of a monitor seen before: while the job is queued or running and its monitor has not
+        /// changed, the answer is **304** without a body. A finished job always gets its final answer.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
     ) -> GetJobResponse {
         let job = match store::jobs::get(&self.state.pool, id.0, caller(request).visible_tenant())
             .await
@@ -250,17 +285,31 @@ impl JobsApi {
             Ok(None) => return Problem::job_not_found().into(),
             Err(err) => return Problem::from_db(&err).into(),
         };
+        let tag = etag(&job, redirect.0);
         match job.status {
             JobStatus::Succeeded if redirect.0 => GetJobResponse::Found(
                 Json(job.clone().into()),
                 result_path(job.id),
                 NO_STORE.to_owned(),
+                tag,
             ),
             JobStatus::Queued | JobStatus::Running => {
                 let retry_after = poll_after(&job);
-                GetJobResponse::Ok(Json(job.into()), Some(retry_after), NO_STORE.to_owned())
+                if if_none_match
+                    .0
+                    .as_deref()
+                    .is_some_and(|seen| etag_matches(seen, &tag))
+                {
+                    return GetJobResponse::NotModified(tag, retry_after, NO_STORE.to_owned());
+                }
+                GetJobResponse::Ok(
+                    Json(job.into()),
+                    Some(retry_after),
+                    NO_STORE.to_owned(),
+                    tag,
+                )
             }
-            _ => GetJobResponse::Ok(Json(job.into()), None, NO_STORE.to_owned()),
+            _ => GetJobResponse::Ok(Json(job.into()), None, NO_STORE.to_owned(), tag),
         }
     }
 

@@ -78,12 +78,22 @@ api_response! {
             Json<JobMonitor>,
             #[oai(header = "Retry-After")] Option<u32>,
             #[oai(header = "Cache-Control")] String,
+            #[oai(header = "ETag")] String,
         ),
         /// The job has succeeded: its result is at `Location`.
         #[oai(status = 302)]
         Found(
             Json<JobMonitor>,
             #[oai(header = "Location")] String,
+            #[oai(header = "Cache-Control")] String,
+            #[oai(header = "ETag")] String,
+        ),
+        /// The monitor is unchanged since the `ETag` sent in `If-None-Match`, and the job is still queued or
+        /// running: poll again after `Retry-After` seconds.
+        #[oai(status = 304)]
+        NotModified(
+            #[oai(header = "ETag")] String,
+            #[oai(header = "Retry-After")] u32,
             #[oai(header = "Cache-Control")] String,
         ),
         /// No job has this id.
