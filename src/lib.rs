@@ -4,6 +4,7 @@
 //!
 //! A map of the crate:
 //! - [`config`]: settings from flags, environment and `jobdock.toml` (kinds, `[server]`), validated once.
+//! - [`client`]: the command-line client (`jobdock submit`, `status`, `result`, `jobs`, `cancel`).
 //! - [`batch`]: group commit — many callers' items flushed in one statement.
 //! - [`app`]: wiring — connect, migrate, serve the API and run workers, shut down gracefully.
 //! - [`api`]: the HTTP API (poem-openapi) by resource (jobs, kinds, the external-worker protocol), its
@@ -26,6 +27,7 @@ pub mod api;
 pub mod app;
 pub mod attempt;
 pub mod batch;
+pub mod client;
 pub mod config;
 pub mod job;
 pub mod keys;

@@ -17,6 +17,12 @@ async fn main() {
         .subcommand()
         .map(|(_, sub)| sub.clone())
         .unwrap_or_default();
+    if let Command::Client(command) = cli.command {
+        let mut stdout = std::io::stdout();
+        let code = jobdock::client::run(command, &cli.server, &mut stdout).await;
+        let _ = std::io::Write::flush(&mut stdout);
+        std::process::exit(code);
+    }
     match run(cli.command, &sub).await {
         Ok(()) => {}
         Err(Failure::Config(err)) => {
@@ -80,6 +86,8 @@ async fn run(command: Command, matches: &clap::ArgMatches) -> Result<(), Failure
             pool.close().await;
             print!("{}", printed?);
         }
+        // Handled in `main` before this is called.
+        Command::Client(_) => {}
         Command::Openapi => print!("{}", jobdock::api::document().yaml),
         Command::CheckConfig { path } => {
             let given = path.or_else(|| std::env::var_os("JOBDOCK_CONFIG").map(Into::into));

@@ -28,6 +28,9 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
+    #[command(flatten)]
+    pub server: crate::client::ServerArgs,
+
     /// Log format on stderr.
     #[arg(long, env = "JOBDOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -74,6 +77,8 @@ pub enum Command {
     Openapi,
     /// Create, list and revoke API keys.
     Keys(KeysArgs),
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
     /// Validate a configuration file and exit (0: valid; 2: the error, naming file, line and key).
     CheckConfig {
         /// The file to check. Defaults to $JOBDOCK_CONFIG, else ./jobdock.toml.

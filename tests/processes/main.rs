@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cli;
 mod cluster;
 mod config;
 mod support;
