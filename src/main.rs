@@ -19,7 +19,7 @@ async fn main() {
         .unwrap_or_default();
     if let Command::Client(command) = cli.command {
         let mut stdout = std::io::stdout();
-        let code = jobdock::client::run(command, &cli.server, &mut stdout).await;
+        let code = jobdock::client::run(command, &mut stdout).await;
         let _ = std::io::Write::flush(&mut stdout);
         std::process::exit(code);
     }

@@ -40,7 +40,7 @@ pub struct ServerArgs {
     )]
     pub server: String,
     /// An API key (`jdk_...`), when the server asks for one.
-    #[arg(long, env = "JOBDOCK_API_KEY", global = true, hide_env_values = true)]
+    #[arg(long, env = "JOBDOCK_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 }
 
@@ -60,15 +60,23 @@ pub enum ClientCommand {
         /// Makes the submission safe to retry.
         #[arg(long)]
         idempotency_key: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Print a job's status monitor (JSON).
-    Status { id: String },
+    Status {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Print a job's result (or write it to a file).
     Result {
         id: String,
         /// Write the result here instead of stdout.
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// List jobs as a table, newest first.
     Jobs {
@@ -81,9 +89,28 @@ pub enum ClientCommand {
         /// How many at most.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Cancel a job.
-    Cancel { id: String },
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+impl ClientCommand {
+    /// The server this command talks to.
+    pub fn server(&self) -> &ServerArgs {
+        match self {
+            ClientCommand::Submit { server, .. }
+            | ClientCommand::Status { server, .. }
+            | ClientCommand::Result { server, .. }
+            | ClientCommand::Jobs { server, .. }
+            | ClientCommand::Cancel { server, .. } => server,
+        }
+    }
 }
 
 /// What went wrong, with the exit code it maps to.
@@ -185,8 +212,8 @@ impl Client {
 }
 
 /// Runs a client command, writing what it prints to `out`; the exit code.
-pub async fn run(command: ClientCommand, server: &ServerArgs, out: &mut dyn Write) -> i32 {
-    let outcome = match Client::new(server) {
+pub async fn run(command: ClientCommand, out: &mut dyn Write) -> i32 {
+    let outcome = match Client::new(command.server()) {
         Ok(client) => execute(&client, command, out).await,
         Err(failure) => Err(failure),
     };
@@ -213,6 +240,7 @@ async fn execute(
             wait,
             queue,
             idempotency_key,
+            ..
         } => {
             let payload = read_payload(payload.as_deref())?;
             let mut body = serde_json::json!({"kind": kind, "payload": payload});
@@ -235,7 +263,7 @@ async fn execute(
             }
             wait::follow(client, &id, out).await
         }
-        ClientCommand::Status { id } => {
+        ClientCommand::Status { id, .. } => {
             let monitor: Value = client.monitor(&id).await?.json().await.map_err(|err| {
                 Failure::new(exit::UNAVAILABLE, format!("unreadable answer: {err}"))
             })?;
@@ -243,7 +271,7 @@ async fn execute(
             writeln!(out, "{text}").map_err(write_err)?;
             Ok(exit::OK)
         }
-        ClientCommand::Result { id, output } => {
+        ClientCommand::Result { id, output, .. } => {
             let bytes = result_bytes(client, &id).await?;
             match output {
                 Some(path) => std::fs::write(&path, &bytes).map_err(|err| {
@@ -261,6 +289,7 @@ async fn execute(
             kind,
             queue,
             limit,
+            ..
         } => {
             let mut query: Vec<(&str, String)> = vec![("limit", limit.min(500).to_string())];
             query.extend(status.map(|v| ("status", v)));
@@ -295,7 +324,7 @@ async fn execute(
                 .map_err(write_err)?;
             Ok(exit::OK)
         }
-        ClientCommand::Cancel { id } => {
+        ClientCommand::Cancel { id, .. } => {
             let response = client
                 .send(client.request(reqwest::Method::POST, &format!("/v1/jobs/{id}/cancel")))
                 .await;

@@ -28,9 +28,6 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    #[command(flatten)]
-    pub server: crate::client::ServerArgs,
-
     /// Log format on stderr.
     #[arg(long, env = "JOBDOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
