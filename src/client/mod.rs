@@ -253,9 +253,12 @@ async fn execute(
             if let Some(key) = idempotency_key {
                 request = request.header("Idempotency-Key", key);
             }
-            let job: Value = client.send(request).await?.json().await.map_err(|err| {
-                Failure::new(exit::UNAVAILABLE, format!("unreadable answer: {err}"))
-            })?;
+            let job: Value = client
+                .send(request)
+                .await?
+                .json()
+                .await
+                .map_err(unreadable)?;
             let id = job["id"].as_str().unwrap_or_default().to_owned();
             if !wait {
                 writeln!(out, "{id}").map_err(write_err)?;
@@ -264,9 +267,12 @@ async fn execute(
             wait::follow(client, &id, out).await
         }
         ClientCommand::Status { id, .. } => {
-            let monitor: Value = client.monitor(&id).await?.json().await.map_err(|err| {
-                Failure::new(exit::UNAVAILABLE, format!("unreadable answer: {err}"))
-            })?;
+            let monitor: Value = client
+                .monitor(&id)
+                .await?
+                .json()
+                .await
+                .map_err(unreadable)?;
             let text = serde_json::to_string_pretty(&monitor).unwrap_or_default();
             writeln!(out, "{text}").map_err(write_err)?;
             Ok(exit::OK)
@@ -304,9 +310,7 @@ async fn execute(
                 .await?
                 .json()
                 .await
-                .map_err(|err| {
-                    Failure::new(exit::UNAVAILABLE, format!("unreadable answer: {err}"))
-                })?;
+                .map_err(unreadable)?;
             let mut rows =
                 vec![["ID", "KIND", "QUEUE", "STATUS", "ATTEMPT", "CREATED"].map(str::to_owned)];
             for job in list["jobs"].as_array().into_iter().flatten() {
@@ -346,6 +350,11 @@ async fn execute(
             }
         }
     }
+}
+
+/// A server answer that is not the JSON it should be.
+pub(crate) fn unreadable(err: reqwest::Error) -> Failure {
+    Failure::new(exit::UNAVAILABLE, format!("unreadable answer: {err}"))
 }
 
 /// The result body of a succeeded job.

@@ -100,9 +100,7 @@ pub async fn follow(client: &Client, id: &str, out: &mut dyn Write) -> Result<i3
                 .get("etag")
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned);
-            let monitor: Value = response.json().await.map_err(|err| {
-                Failure::new(exit::UNAVAILABLE, format!("unreadable answer: {err}"))
-            })?;
+            let monitor: Value = response.json().await.map_err(super::unreadable)?;
             display.show(&monitor);
             match monitor["status"].as_str() {
                 Some("succeeded") => {
