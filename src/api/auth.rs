@@ -253,13 +253,7 @@ pub fn generate_key() -> (String, [u8; 32]) {
     use rand::RngCore;
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);
-    let key = format!(
-        "jdk_{}",
-        secret
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let key = format!("jdk_{}", super::hex(&secret));
     let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
     (key, digest)
 }

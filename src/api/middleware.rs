@@ -86,8 +86,10 @@ async fn handle<E: Endpoint>(
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    let mut response = match declared {
-        _ if denied.is_some() => denied_response(denied),
+    let mut response = if let Some(problem) = denied {
+        denied_response(problem)
+    } else {
+        match declared {
         _ if changes_state_with_a_foreign_body(&request, &path) => problem_response(Problem::new(
             poem::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
@@ -123,6 +125,7 @@ async fn handle<E: Endpoint>(
                 }
             },
         },
+        }
     };
     if path.starts_with("/v1/") && !response.headers().contains_key(CACHE_CONTROL) {
         response
@@ -146,8 +149,7 @@ async fn handle<E: Endpoint>(
 }
 
 /// 401 (with the `WWW-Authenticate` challenge) or 403.
-fn denied_response(problem: Option<Problem>) -> Response {
-    let problem = problem.unwrap_or_else(Problem::internal);
+fn denied_response(problem: Problem) -> Response {
     let unauthorized = problem.status_code() == poem::http::StatusCode::UNAUTHORIZED;
     let mut response = problem_response(problem);
     if unauthorized {

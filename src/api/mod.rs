@@ -218,6 +218,11 @@ pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
     })
 }
 
+/// Bytes as lower-case hex digits.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// The caller of a request, as the authentication middleware found it. A request that did not pass it is
 /// no one: it sees no tenant's jobs (fail closed).
 pub(crate) fn caller(request: &poem::Request) -> crate::tenant::Caller {

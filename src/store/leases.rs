@@ -270,7 +270,6 @@ const STEP_ONE_TENANT: &str = complete_and_claim_sql!(
     "next AS ( \
        SELECT ctid FROM jobs \
        WHERE tenant = ($10::text[])[1] AND status = 'queued' AND run_at <= now() AND kind = ANY($5) \
-         AND cardinality($11::text[]) = cardinality($12::int8[]) \
        ORDER BY priority DESC, run_at, id \
        LIMIT $6 \
        FOR UPDATE SKIP LOCKED)"

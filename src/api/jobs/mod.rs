@@ -72,8 +72,7 @@ fn etag(job: &Job, redirect: bool) -> String {
         redirect,
     );
     let digest = Sha256::digest(state.as_bytes());
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+    format!("\"{}\"", super::hex(&digest[..12]))
 }
 
 /// `If-None-Match` (a list of tags, or `*`) names `tag`; weak tags compare by their opaque part.

@@ -1,6 +1,7 @@
 //! Turning a submitted body into a [`NewJob`]: the kind must exist and accept the payload, and nothing
 //! PostgreSQL would reject (NUL characters) may get through to become a 500.
 
+use crate::api::hex;
 use poem_openapi::types::ParseFromJSON;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -256,8 +257,4 @@ fn canonical(value: &Value) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
         other => other.clone(),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
