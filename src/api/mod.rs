@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod kinds;
 mod middleware;
 pub mod problem;
+pub mod watch;
 pub mod wording;
 pub mod worker;
 
@@ -61,6 +62,8 @@ pub struct ApiState {
     pub connections: connections::Connections,
     /// `[tenants.NAME] max_running`, which external workers' claims honour too.
     pub caps: std::sync::Arc<crate::store::leases::TenantCaps>,
+    /// Requests waiting for a job to change (long polls, `Prefer: wait`, event streams).
+    pub watchers: watch::Watchers,
 }
 
 impl ApiState {
@@ -83,6 +86,7 @@ impl ApiState {
             auth: auth::Auth::disabled(),
             caps: Default::default(),
             connections: Default::default(),
+            watchers: Default::default(),
         }
     }
 
@@ -106,6 +110,7 @@ impl ApiState {
     /// Wakes long polls with `signals`, and ends them when `shutdown` is cancelled.
     pub fn with_signals(mut self, signals: Signals, shutdown: CancellationToken) -> ApiState {
         self.signals = signals;
+        self.watchers = watch::Watchers::start(self.pool.clone(), shutdown.clone());
         self.shutdown = shutdown;
         self
     }
@@ -211,11 +216,29 @@ pub fn routes(state: ApiState, max_body_bytes: usize) -> impl Endpoint {
     routes.around(move |endpoint, request| {
         let in_flight = connections.request(request.remote_addr());
         async move {
-            let answer = endpoint.call(request).await;
-            drop(in_flight);
-            answer
+            let mut answer = endpoint.call(request).await?;
+            if in_flight.is_some() && is_event_stream(&answer) {
+                // The answer goes on after the endpoint returns: the request is in flight until its last
+                // event, so the connection is neither idle nor closed to admit others meanwhile.
+                let events = futures_util::StreamExt::map(
+                    answer.take_body().into_bytes_stream(),
+                    move |chunk| {
+                        let _in_flight = &in_flight;
+                        chunk
+                    },
+                );
+                answer.set_body(poem::Body::from_bytes_stream(events));
+            }
+            Ok(answer)
         }
     })
+}
+
+fn is_event_stream(answer: &Response) -> bool {
+    answer
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"))
 }
 
 /// Bytes as lower-case hex digits.

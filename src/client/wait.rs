@@ -73,18 +73,25 @@ impl Display {
     }
 }
 
+/// How long each long poll may wait on the server.
+const LONG_POLL_SECS: u32 = 30;
+
 /// Follows job `id` until it ends: its result on `out` and 0, or its error on stderr and 1.
 pub async fn follow(client: &Client, id: &str, out: &mut dyn Write) -> Result<i32, Failure> {
     let mut display = Display::new();
     let mut etag: Option<String> = None;
     loop {
-        let mut request = client.request(
-            reqwest::Method::GET,
-            &format!("/v1/jobs/{id}?redirect=false"),
-        );
+        // After the first look, a long poll: the server answers when the monitor changes (or after
+        // LONG_POLL_SECS with 304), so progress shows as it happens without polling blindly.
+        let path = match &etag {
+            None => format!("/v1/jobs/{id}?redirect=false"),
+            Some(_) => format!("/v1/jobs/{id}?redirect=false&wait={LONG_POLL_SECS}"),
+        };
+        let mut request = client.request(reqwest::Method::GET, &path);
         if let Some(tag) = &etag {
             request = request.header("If-None-Match", tag);
         }
+        let asked = std::time::Instant::now();
         let response = client.send(request).await?;
         let pause = response
             .headers()
@@ -128,7 +135,11 @@ pub async fn follow(client: &Client, id: &str, out: &mut dyn Write) -> Result<i3
                 }
                 _ => {}
             }
+            continue;
         }
-        tokio::time::sleep(pause).await;
+        // 304 at once: a server that does not hold long polls; fall back to its Retry-After.
+        if asked.elapsed() < Duration::from_secs(1) {
+            tokio::time::sleep(pause).await;
+        }
     }
 }

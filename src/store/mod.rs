@@ -11,6 +11,7 @@
 //! - [`maintenance`]: rescuing expired leases and pruning finished jobs.
 //! - [`results`]: reading stored results.
 //! - [`notify`]: the LISTEN/NOTIFY channels that wake idle workers and running jobs.
+//! - [`watch`]: jobs somebody waits for, whose changes are notified.
 
 pub mod api_keys;
 pub mod db;
@@ -22,6 +23,7 @@ pub mod leases;
 pub mod maintenance;
 pub mod notify;
 pub mod results;
+pub mod watch;
 
 /// The columns of a [`crate::job::Job`], in one place so every query returns the same shape.
 macro_rules! job_columns {

@@ -17,4 +17,5 @@ mod maintenance;
 mod metrics;
 mod monitor;
 mod submit;
+mod waiting;
 mod worker;

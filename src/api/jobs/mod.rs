@@ -4,12 +4,17 @@
 //! - [`grouping`]: group commit, so concurrent submissions share one INSERT.
 //! - [`responses`]: what each operation answers.
 //! - [`types`]: request and response schemas.
+//! - [`monitor`]: the status monitor's answer (`Retry-After`, `ETag`, 302/200/304).
+//! - [`waiting`]: long polls, `Prefer: wait` and event streams.
 
 pub mod grouping;
+mod monitor;
 pub mod responses;
 pub mod submit;
 pub mod types;
+pub mod waiting;
 
+use futures_util::StreamExt;
 use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
@@ -21,14 +26,11 @@ use super::{caller, ApiState, ApiTags};
 use crate::job::{Idempotency, Job, JobStatus};
 use crate::store::jobs::{BatchInserted, Cancelled, Deleted, Inserted};
 use crate::store::{self, results::ResultLookup};
+use monitor::{etag, poll_after, POLL_AFTER_SECS};
 use responses::*;
 use submit::{batch_idempotency, fingerprint, parse_submission, validate_submission, Rejection};
 use types::*;
 
-/// How long clients are told to wait between polls of a job that is due now.
-const POLL_AFTER_SECS: u32 = 1;
-/// The longest `Retry-After` given for a job scheduled in the future.
-const MAX_POLL_AFTER_SECS: i64 = 3600;
 const DEFAULT_LIST_LIMIT: u32 = 100;
 
 pub struct JobsApi {
@@ -41,45 +43,6 @@ fn default_true() -> bool {
 
 fn default_list_limit() -> u32 {
     DEFAULT_LIST_LIMIT
-}
-
-/// Seconds until the job is worth polling again: 1 while it is due, else until its `run_at`.
-fn poll_after(job: &Job) -> u32 {
-    let until_due = (job.run_at - chrono::Utc::now()).num_seconds();
-    u32::try_from(until_due.clamp(i64::from(POLL_AFTER_SECS), MAX_POLL_AFTER_SECS))
-        .unwrap_or(POLL_AFTER_SECS)
-}
-
-const NO_STORE: &str = "no-store";
-
-/// The monitor's entity tag: it changes whenever a field the monitor shows changes (every such write
-/// moves `updated_at`, but the fields are hashed too, so a write that forgot to would still show), and
-/// differs between the 302 and the `redirect=false` answers.
-fn etag(job: &Job, redirect: bool) -> String {
-    use sha2::{Digest, Sha256};
-    let state = format!(
-        "{}|{}|{}|{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{}",
-        job.id,
-        job.status,
-        job.attempt,
-        job.updated_at.timestamp_micros(),
-        job.cancel_requested,
-        job.progress,
-        job.error,
-        job.run_at.timestamp_micros(),
-        job.started_at.map(|at| at.timestamp_micros()),
-        job.finished_at.map(|at| at.timestamp_micros()),
-        redirect,
-    );
-    let digest = Sha256::digest(state.as_bytes());
-    format!("\"{}\"", super::hex(&digest[..12]))
-}
-
-/// `If-None-Match` (a list of tags, or `*`) names `tag`; weak tags compare by their opaque part.
-fn etag_matches(header: &str, tag: &str) -> bool {
-    header.split(',').map(str::trim).any(|candidate| {
-        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == tag
-    })
 }
 
 /// A header that is not text (non-ASCII bytes) reaches an operation as no header at all: refuse it rather
@@ -121,6 +84,10 @@ impl JobsApi {
         /// Makes the submission safe to retry: up to 255 characters, unique per caller.
         #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
         idempotency_key: Header<Option<String>>,
+        /// `wait=N` (up to 60): hold the answer up to N seconds for the job to finish. **303** to the result
+        /// if it succeeds in time, **200** with the monitor if it fails or is cancelled, else the usual 202.
+        #[oai(name = "Prefer")]
+        prefer: Header<Option<String>>,
     ) -> SubmitJobResponse {
         if let Some(problem) = unreadable_key(request, &idempotency_key) {
             return problem.into();
@@ -160,9 +127,20 @@ impl JobsApi {
         }
         match inserted {
             Ok(Inserted::Created(job)) | Ok(Inserted::Existing(job)) => {
-                let location = monitor_path(job.id);
-                let retry_after = poll_after(&job);
-                SubmitJobResponse::Accepted(Json(job.into()), location, retry_after)
+                match prefer.0.as_deref().and_then(waiting::preferred_wait) {
+                    Some(secs) => self.wait_after_submit(request, job, secs).await,
+                    None => {
+                        let location = monitor_path(job.id);
+                        let retry_after = poll_after(&job);
+                        SubmitJobResponse::Accepted(
+                            Json(job.into()),
+                            location,
+                            retry_after,
+                            None,
+                            None,
+                        )
+                    }
+                }
             }
             Ok(Inserted::KeyConflict) => key_reused("request").into(),
             Err(err) => Problem::from_db(&err).into(),
@@ -276,40 +254,66 @@ impl JobsApi {
         /// changed, the answer is **304** without a body. A finished job always gets its final answer.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
+        /// Long poll: hold the answer up to this many seconds (at most 60) until the monitor differs from
+        /// `If-None-Match` (without it: until the monitor changes) or the job finishes. Answers at once when
+        /// it already differs or the job has finished.
+        #[oai(validator(maximum(value = "60")))]
+        wait: Query<Option<u32>>,
     ) -> GetJobResponse {
-        let job = match store::jobs::get(&self.state.pool, id.0, caller(request).visible_tenant())
-            .await
-        {
+        let tenant = caller(request).visible_tenant().map(str::to_owned);
+        let read = match wait.0 {
+            Some(secs) if secs > 0 => {
+                // Without `If-None-Match`, wait for the next change of the monitor as it is now.
+                let seen = if_none_match.0.clone();
+                let deadline = waiting::deadline_after(secs);
+                let redirect = redirect.0;
+                let first = std::sync::OnceLock::new();
+                waiting::wait_for(&self.state, id.0, tenant.as_deref(), deadline, |job| {
+                    let tag = etag(job, redirect);
+                    match &seen {
+                        Some(seen) => !monitor::etag_matches(seen, &tag),
+                        None => *first.get_or_init(|| tag.clone()) != tag,
+                    }
+                })
+                .await
+            }
+            _ => store::jobs::get(&self.state.pool, id.0, tenant.as_deref()).await,
+        };
+        match read {
+            Ok(Some(job)) => monitor::answer(job, redirect.0, if_none_match.0.as_deref()),
+            Ok(None) => Problem::job_not_found().into(),
+            Err(err) => Problem::from_db(&err).into(),
+        }
+    }
+
+    /// Follow a job's status as Server-Sent Events
+    ///
+    /// One `status` event with the monitor now, then one at each change, ending after the event of a
+    /// terminal status (`succeeded`, `failed`, `cancelled`). The stream holds no database connection while
+    /// it waits.
+    #[oai(
+        path = "/v1/jobs/:id/events",
+        method = "get",
+        operation_id = "get_job_events"
+    )]
+    async fn get_job_events(&self, request: &Request, id: Path<Uuid>) -> JobEventsResponse {
+        let tenant = caller(request).visible_tenant().map(str::to_owned);
+        let job = match store::jobs::get(&self.state.pool, id.0, tenant.as_deref()).await {
             Ok(Some(job)) => job,
             Ok(None) => return Problem::job_not_found().into(),
             Err(err) => return Problem::from_db(&err).into(),
         };
-        let tag = etag(&job, redirect.0);
-        match job.status {
-            JobStatus::Succeeded if redirect.0 => GetJobResponse::Found(
-                Json(job.clone().into()),
-                result_path(job.id),
-                NO_STORE.to_owned(),
-                tag,
-            ),
-            JobStatus::Queued | JobStatus::Running => {
-                let retry_after = poll_after(&job);
-                if if_none_match
-                    .0
-                    .as_deref()
-                    .is_some_and(|seen| etag_matches(seen, &tag))
-                {
-                    return GetJobResponse::NotModified(tag, retry_after, NO_STORE.to_owned());
-                }
-                GetJobResponse::Ok(
-                    Json(job.into()),
-                    Some(retry_after),
-                    NO_STORE.to_owned(),
-                    tag,
-                )
-            }
-            _ => GetJobResponse::Ok(Json(job.into()), None, NO_STORE.to_owned(), tag),
-        }
+        let changes = waiting::changes(self.state.clone(), job, tenant, |job| etag(job, false))
+            .map(JobMonitor::from)
+            .boxed();
+        JobEventsResponse::Events(
+            poem_openapi::payload::EventStream::new(changes)
+                .keep_alive(std::time::Duration::from_secs(15))
+                .to_event(|monitor| {
+                    let data = poem_openapi::types::ToJSON::to_json_string(&monitor);
+                    poem::web::sse::Event::message(data).event_type("status")
+                }),
+        )
     }
 
     /// Get a job's result
@@ -478,6 +482,46 @@ impl JobsApi {
                 problem.into()
             }
             Err(err) => Problem::from_db(&err).into(),
+        }
+    }
+}
+
+impl JobsApi {
+    /// `Prefer: wait=N` on a submit: hold the answer until the job finishes or N seconds pass.
+    async fn wait_after_submit(&self, request: &Request, job: Job, secs: u32) -> SubmitJobResponse {
+        let applied = format!("wait={secs}");
+        let vary = "Prefer".to_owned();
+        let tenant = caller(request).visible_tenant().map(str::to_owned);
+        let deadline = waiting::deadline_after(secs);
+        let now =
+            match waiting::wait_for(&self.state, job.id, tenant.as_deref(), deadline, |_| false)
+                .await
+            {
+                Ok(Some(now)) => now,
+                // Deleted meanwhile, or the database failed while waiting: the job was accepted all the same.
+                Ok(None) | Err(_) => job,
+            };
+        match now.status {
+            JobStatus::Succeeded => SubmitJobResponse::Succeeded(
+                Json(now.clone().into()),
+                result_path(now.id),
+                applied,
+                vary,
+            ),
+            JobStatus::Failed | JobStatus::Cancelled => {
+                SubmitJobResponse::Finished(Json(now.into()), applied, vary)
+            }
+            JobStatus::Queued | JobStatus::Running => {
+                let location = monitor_path(now.id);
+                let retry_after = poll_after(&now);
+                SubmitJobResponse::Accepted(
+                    Json(now.into()),
+                    location,
+                    retry_after,
+                    Some(applied),
+                    Some(vary),
+                )
+            }
         }
     }
 }

@@ -8,6 +8,9 @@
 use poem_openapi::payload::Json;
 use poem_openapi::ApiResponse;
 
+use futures_util::stream::BoxStream;
+use poem_openapi::payload::EventStream;
+
 use super::types::{BatchAccepted, JobList, JobMonitor, ResultBody};
 use crate::api::problem::{api_response, Problem};
 
@@ -17,11 +20,29 @@ api_response! {
     pub enum SubmitJobResponse {
         /// The job is stored and will run. `Location` is its status monitor; poll it after `Retry-After`
         /// seconds. A repeat of an earlier request with the same `Idempotency-Key` gets the same job.
+        /// With `Prefer: wait=N`: the job did not finish within N seconds.
         #[oai(status = 202)]
         Accepted(
             Json<JobMonitor>,
             #[oai(header = "Location")] String,
             #[oai(header = "Retry-After")] u32,
+            #[oai(header = "Preference-Applied")] Option<String>,
+            #[oai(header = "Vary")] Option<String>,
+        ),
+        /// With `Prefer: wait=N`: the job failed or was cancelled within N seconds (see `error`).
+        #[oai(status = 200)]
+        Finished(
+            Json<JobMonitor>,
+            #[oai(header = "Preference-Applied")] String,
+            #[oai(header = "Vary")] String,
+        ),
+        /// With `Prefer: wait=N`: the job succeeded within N seconds; its result is at `Location`.
+        #[oai(status = 303)]
+        Succeeded(
+            Json<JobMonitor>,
+            #[oai(header = "Location")] String,
+            #[oai(header = "Preference-Applied")] String,
+            #[oai(header = "Vary")] String,
         ),
         /// The body is not valid JSON, misses `kind`, names an unknown kind, or has a payload the kind rejects.
         /// Nothing was stored.
@@ -105,6 +126,23 @@ api_response! {
     }
     id_is_path = true;
     problems { 404 => NotFound, 400 => BadRequest }
+}
+
+api_response! {
+    #[derive(ApiResponse)]
+    #[oai(bad_request_handler = "JobEventsResponse::bad_request_handler")]
+    pub enum JobEventsResponse {
+        /// Server-Sent Events: one `status` event with the monitor now and one at each change, ending after
+        /// the event of a terminal status. Reconnect for more when the stream ends earlier (it lasts up to an
+        /// hour).
+        #[oai(status = 200)]
+        Events(EventStream<BoxStream<'static, JobMonitor>>),
+        /// No job has this id.
+        #[oai(status = 404, content_type = "application/problem+json")]
+        NotFound(Json<Problem>),
+    }
+    id_is_path = true;
+    problems { 404 => NotFound }
 }
 
 api_response! {

@@ -1,0 +1,75 @@
+//! The status monitor's answer: `Retry-After`, the entity tag, 302/200/304.
+
+use super::responses::GetJobResponse;
+use super::types::{result_path, JobMonitor};
+use crate::job::{Job, JobStatus};
+use poem_openapi::payload::Json;
+
+/// How long clients are told to wait between polls of a job that is due now.
+pub(super) const POLL_AFTER_SECS: u32 = 1;
+/// The longest `Retry-After` given for a job scheduled in the future.
+const MAX_POLL_AFTER_SECS: i64 = 3600;
+/// Seconds until the job is worth polling again: 1 while it is due, else until its `run_at`.
+pub(super) fn poll_after(job: &Job) -> u32 {
+    let until_due = (job.run_at - chrono::Utc::now()).num_seconds();
+    u32::try_from(until_due.clamp(i64::from(POLL_AFTER_SECS), MAX_POLL_AFTER_SECS))
+        .unwrap_or(POLL_AFTER_SECS)
+}
+
+const NO_STORE: &str = "no-store";
+
+/// The monitor's entity tag: it changes whenever a field the monitor shows changes (every such write
+/// moves `updated_at`, but the fields are hashed too, so a write that forgot to would still show), and
+/// differs between the 302 and the `redirect=false` answers.
+pub(super) fn etag(job: &Job, redirect: bool) -> String {
+    use sha2::{Digest, Sha256};
+    let state = format!(
+        "{}|{}|{}|{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{}",
+        job.id,
+        job.status,
+        job.attempt,
+        job.updated_at.timestamp_micros(),
+        job.cancel_requested,
+        job.progress,
+        job.error,
+        job.run_at.timestamp_micros(),
+        job.started_at.map(|at| at.timestamp_micros()),
+        job.finished_at.map(|at| at.timestamp_micros()),
+        redirect,
+    );
+    let digest = Sha256::digest(state.as_bytes());
+    format!("\"{}\"", crate::api::hex(&digest[..12]))
+}
+
+/// `If-None-Match` (a list of tags, or `*`) names `tag`; weak tags compare by their opaque part.
+pub(super) fn etag_matches(header: &str, tag: &str) -> bool {
+    header.split(',').map(str::trim).any(|candidate| {
+        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == tag
+    })
+}
+
+/// The monitor's answer to a GET of `job` (see [`super::JobsApi::get_job`]).
+pub(super) fn answer(job: Job, redirect: bool, if_none_match: Option<&str>) -> GetJobResponse {
+    let tag = etag(&job, redirect);
+    match job.status {
+        JobStatus::Succeeded if redirect => GetJobResponse::Found(
+            Json(job.clone().into()),
+            result_path(job.id),
+            NO_STORE.to_owned(),
+            tag,
+        ),
+        JobStatus::Queued | JobStatus::Running => {
+            let retry_after = poll_after(&job);
+            if if_none_match.is_some_and(|seen| etag_matches(seen, &tag)) {
+                return GetJobResponse::NotModified(tag, retry_after, NO_STORE.to_owned());
+            }
+            GetJobResponse::Ok(
+                Json(JobMonitor::from(job)),
+                Some(retry_after),
+                NO_STORE.to_owned(),
+                tag,
+            )
+        }
+        _ => GetJobResponse::Ok(Json(job.into()), None, NO_STORE.to_owned(), tag),
+    }
+}
