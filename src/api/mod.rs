@@ -64,6 +64,8 @@ pub struct ApiState {
     pub caps: std::sync::Arc<crate::store::leases::TenantCaps>,
     /// Requests waiting for a job to change (long polls, `Prefer: wait`, event streams).
     pub watchers: watch::Watchers,
+    /// Kinds' recent run times, for forecasts.
+    pub paces: jobs::forecast::Paces,
 }
 
 impl ApiState {
@@ -87,6 +89,7 @@ impl ApiState {
             caps: Default::default(),
             connections: Default::default(),
             watchers: Default::default(),
+            paces: Default::default(),
         }
     }
 

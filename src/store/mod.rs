@@ -4,6 +4,7 @@
 //! - [`api_keys`]: API keys (hashes only), their tenants and scopes.
 //! - [`db`]: connecting, creating the database, migrations, readiness.
 //! - [`jobs`]: inserting, reading, listing, cancelling and deleting jobs (the API's side).
+//! - [`forecast`]: run times, running counts and queue positions, for forecasts of when a job finishes.
 //! - [`external`]: the external workers' claims, heartbeats and completions over HTTP.
 //! - [`kind_pauses`]: kinds paused by their upstream's back-pressure.
 //! - [`leases`]: claiming, heartbeats, completion, failure and release (the workers' side, fenced by the
@@ -17,6 +18,7 @@ pub mod api_keys;
 pub mod db;
 pub mod error;
 pub mod external;
+pub mod forecast;
 pub mod jobs;
 pub mod kind_pauses;
 pub mod leases;

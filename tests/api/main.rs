@@ -8,6 +8,7 @@ mod configured;
 mod connections;
 mod docs;
 mod exec_kind;
+mod forecast;
 mod health;
 mod http_kind;
 mod keys;

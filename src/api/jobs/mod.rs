@@ -4,9 +4,11 @@
 //! - [`grouping`]: group commit, so concurrent submissions share one INSERT.
 //! - [`responses`]: what each operation answers.
 //! - [`types`]: request and response schemas.
+//! - [`forecast`]: `Retry-After`, `queue_position` and `estimated_finish_at`.
 //! - [`monitor`]: the status monitor's answer (`Retry-After`, `ETag`, 302/200/304).
 //! - [`waiting`]: long polls, `Prefer: wait` and event streams.
 
+pub mod forecast;
 pub mod grouping;
 mod monitor;
 pub mod responses;
@@ -26,7 +28,7 @@ use super::{caller, ApiState, ApiTags};
 use crate::job::{Idempotency, Job, JobStatus};
 use crate::store::jobs::{BatchInserted, Cancelled, Deleted, Inserted};
 use crate::store::{self, results::ResultLookup};
-use monitor::{etag, poll_after, POLL_AFTER_SECS};
+use monitor::etag;
 use responses::*;
 use submit::{batch_idempotency, fingerprint, parse_submission, validate_submission, Rejection};
 use types::*;
@@ -131,7 +133,7 @@ impl JobsApi {
                     Some(secs) => self.wait_after_submit(request, job, secs).await,
                     None => {
                         let location = monitor_path(job.id);
-                        let retry_after = poll_after(&job);
+                        let retry_after = self.state.paces.retry_after_now(&job);
                         SubmitJobResponse::Accepted(
                             Json(job.into()),
                             location,
@@ -226,9 +228,9 @@ impl JobsApi {
             Ok(stored) => {
                 let retry_after = stored
                     .iter()
-                    .map(poll_after)
+                    .map(|job| self.state.paces.retry_after_now(job))
                     .min()
-                    .unwrap_or(POLL_AFTER_SECS);
+                    .unwrap_or(1);
                 let jobs = stored.into_iter().map(JobMonitor::from).collect();
                 SubmitBatchResponse::Accepted(Json(BatchAccepted { jobs }), retry_after)
             }
@@ -279,9 +281,15 @@ impl JobsApi {
             }
             _ => store::jobs::get(&self.state.pool, id.0, tenant.as_deref()).await,
         };
-        match read {
-            Ok(Some(job)) => monitor::answer(job, redirect.0, if_none_match.0.as_deref()),
-            Ok(None) => Problem::job_not_found().into(),
+        let forecast = match &read {
+            Ok(Some(job)) => self.state.paces.forecast(&self.state.pool, job).await,
+            _ => Ok(forecast::Forecast::none()),
+        };
+        match read.and_then(|job| Ok((job, forecast?))) {
+            Ok((Some(job), forecast)) => {
+                monitor::answer(job, forecast, redirect.0, if_none_match.0.as_deref())
+            }
+            Ok((None, _)) => Problem::job_not_found().into(),
             Err(err) => Problem::from_db(&err).into(),
         }
     }
@@ -513,9 +521,13 @@ impl JobsApi {
             }
             JobStatus::Queued | JobStatus::Running => {
                 let location = monitor_path(now.id);
-                let retry_after = poll_after(&now);
+                let forecast = match self.state.paces.forecast(&self.state.pool, &now).await {
+                    Ok(forecast) => forecast,
+                    Err(_) => forecast::Forecast::none(),
+                };
+                let retry_after = forecast.retry_after;
                 SubmitJobResponse::Accepted(
-                    Json(now.into()),
+                    Json(JobMonitor::from(now).with_forecast(&forecast)),
                     location,
                     retry_after,
                     Some(applied),

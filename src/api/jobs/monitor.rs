@@ -1,26 +1,18 @@
 //! The status monitor's answer: `Retry-After`, the entity tag, 302/200/304.
 
+use super::forecast::Forecast;
 use super::responses::GetJobResponse;
 use super::types::{result_path, JobMonitor};
 use crate::job::{Job, JobStatus};
 use poem_openapi::payload::Json;
 
-/// How long clients are told to wait between polls of a job that is due now.
-pub(super) const POLL_AFTER_SECS: u32 = 1;
-/// The longest `Retry-After` given for a job scheduled in the future.
-const MAX_POLL_AFTER_SECS: i64 = 3600;
-/// Seconds until the job is worth polling again: 1 while it is due, else until its `run_at`.
-pub(super) fn poll_after(job: &Job) -> u32 {
-    let until_due = (job.run_at - chrono::Utc::now()).num_seconds();
-    u32::try_from(until_due.clamp(i64::from(POLL_AFTER_SECS), MAX_POLL_AFTER_SECS))
-        .unwrap_or(POLL_AFTER_SECS)
-}
-
 const NO_STORE: &str = "no-store";
 
-/// The monitor's entity tag: it changes whenever a field the monitor shows changes (every such write
-/// moves `updated_at`, but the fields are hashed too, so a write that forgot to would still show), and
-/// differs between the 302 and the `redirect=false` answers.
+/// The monitor's entity tag: it changes whenever a field of the job the monitor shows changes (every
+/// such write moves `updated_at`, but the fields are hashed too, so a write that forgot to would still
+/// show), and differs between the 302 and the `redirect=false` answers. The forecast (`queue_position`,
+/// `estimated_finish_at`) is not part of it: it moves with the clock and the jobs ahead, and a tag that
+/// changed every second would make `If-None-Match` useless.
 pub(super) fn etag(job: &Job, redirect: bool) -> String {
     use sha2::{Digest, Sha256};
     let state = format!(
@@ -49,7 +41,12 @@ pub(super) fn etag_matches(header: &str, tag: &str) -> bool {
 }
 
 /// The monitor's answer to a GET of `job` (see [`super::JobsApi::get_job`]).
-pub(super) fn answer(job: Job, redirect: bool, if_none_match: Option<&str>) -> GetJobResponse {
+pub(super) fn answer(
+    job: Job,
+    forecast: Forecast,
+    redirect: bool,
+    if_none_match: Option<&str>,
+) -> GetJobResponse {
     let tag = etag(&job, redirect);
     match job.status {
         JobStatus::Succeeded if redirect => GetJobResponse::Found(
@@ -59,12 +56,12 @@ pub(super) fn answer(job: Job, redirect: bool, if_none_match: Option<&str>) -> G
             tag,
         ),
         JobStatus::Queued | JobStatus::Running => {
-            let retry_after = poll_after(&job);
+            let retry_after = forecast.retry_after;
             if if_none_match.is_some_and(|seen| etag_matches(seen, &tag)) {
                 return GetJobResponse::NotModified(tag, retry_after, NO_STORE.to_owned());
             }
             GetJobResponse::Ok(
-                Json(JobMonitor::from(job)),
+                Json(JobMonitor::from(job).with_forecast(&forecast)),
                 Some(retry_after),
                 NO_STORE.to_owned(),
                 tag,

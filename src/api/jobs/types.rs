@@ -116,6 +116,22 @@ pub struct JobMonitor {
     /// Where the result is, once the job has succeeded; otherwise null.
     #[oai(nullable)]
     pub result_url: Option<String>,
+    /// While queued: how many queued jobs of its queue the workers take before it (counted up to 10,000).
+    #[oai(nullable)]
+    pub queue_position: Option<i64>,
+    /// While queued or running: when the job will likely finish, from its kind's recent run times, its
+    /// progress and the jobs ahead of it; null while there is nothing to tell it from.
+    #[oai(nullable)]
+    pub estimated_finish_at: Option<DateTime<Utc>>,
+}
+
+impl JobMonitor {
+    /// The monitor with `forecast`'s queue position and estimated finish.
+    pub fn with_forecast(mut self, forecast: &super::forecast::Forecast) -> JobMonitor {
+        self.queue_position = forecast.queue_position;
+        self.estimated_finish_at = forecast.estimated_finish_at;
+        self
+    }
 }
 
 impl From<Job> for JobMonitor {
@@ -139,6 +155,8 @@ impl From<Job> for JobMonitor {
             cancel_requested: job.cancel_requested,
             error: job.error,
             result_url,
+            queue_position: None,
+            estimated_finish_at: None,
         }
     }
 }

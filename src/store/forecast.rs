@@ -1,0 +1,61 @@
+//! What a forecast of a job's finish is made of: how long its kind's jobs ran lately, how many of them run
+//! now, and how many queued jobs are ahead of it. Each read is bounded, whatever the table's size.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The most jobs a queue position counts.
+pub const MAX_QUEUE_POSITION: i64 = 10_000;
+
+/// How a kind's jobs have been running lately.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KindPace {
+    /// The median run time, in seconds, of the kind's latest succeeded jobs (`None`: none finished lately).
+    pub run_secs: Option<f64>,
+    /// How many of the kind's jobs are running now (counted up to 10,000).
+    pub running: i64,
+}
+
+/// The pace of `kind`: the median run time among its succeeded jobs among the 5,000 jobs that finished
+/// last (read from the index on `finished_at`, newest first), and its running jobs.
+pub async fn kind_pace(pool: &PgPool, kind: &str) -> super::Result<KindPace> {
+    let (run_secs, running): (Option<f64>, i64) = sqlx::query_as(
+        "SELECT \
+           (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at)) \
+              FROM (SELECT kind, status, started_at, finished_at FROM jobs \
+                    WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 5000) latest \
+             WHERE kind = $1 AND status = 'succeeded' AND started_at IS NOT NULL)::float8, \
+           (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'running' AND kind = $1 \
+                                  LIMIT 10000) running)",
+    )
+    .bind(kind)
+    .fetch_one(pool)
+    .await?;
+    Ok(KindPace { run_secs, running })
+}
+
+/// Queued jobs of the same queue that the claim takes before job `id` (same tenant: other tenants take
+/// turns with it), counting at most [`MAX_QUEUE_POSITION`] jobs of any queue; `None` unless `id` is queued.
+pub async fn queue_position(pool: &PgPool, id: Uuid) -> super::Result<Option<i64>> {
+    // Two range scans of the claim index (higher priority; same priority, earlier in order), so the count
+    // reads only entries ahead of the job.
+    let position: Option<i64> = sqlx::query_scalar(
+        "WITH me AS (SELECT tenant, queue, priority, run_at, id FROM jobs WHERE id = $1 AND status = 'queued') \
+         SELECT (SELECT count(*) FILTER (WHERE ahead.queue = me.queue) FROM ( \
+                   (SELECT j.queue FROM jobs j \
+                     WHERE j.status = 'queued' AND j.tenant = me.tenant AND j.priority > me.priority \
+                     LIMIT $2) \
+                   UNION ALL \
+                   (SELECT j.queue FROM jobs j \
+                     WHERE j.status = 'queued' AND j.tenant = me.tenant AND j.priority = me.priority \
+                       AND (j.run_at, j.id) < (me.run_at, me.id) \
+                     LIMIT $2) \
+                   LIMIT $2) ahead) \
+         FROM me",
+    )
+    .bind(id)
+    .bind(MAX_QUEUE_POSITION)
+    .fetch_optional(pool)
+    .await?;
+    Ok(position)
+}
