@@ -119,6 +119,10 @@ impl Application {
             self.settings.max_body_bytes,
         );
         let depth = crate::metrics::count_depth(self.pool.clone(), stop.clone());
+        let deliverer = crate::webhooks::deliver::Deliverer::start(
+            self.pool.clone(),
+            self.settings.webhooks.clone(),
+        );
         let grace = self.settings.shutdown_grace;
         let max_connections = self
             .settings
@@ -136,6 +140,9 @@ impl Application {
             workers.shutdown(grace).await;
         };
         let (served, ()) = tokio::join!(http, work);
+        if let Some(deliverer) = deliverer {
+            deliverer.stop().await;
+        }
         maintenance.stop().await;
         let _ = depth.await;
         self.pool.close().await;
@@ -185,10 +192,15 @@ pub async fn run_workers(
         registry,
         WorkerConfig::from_settings(&settings),
     );
+    let deliverer =
+        crate::webhooks::deliver::Deliverer::start(pool.clone(), settings.webhooks.clone());
     tracing::info!(workers = settings.workers, database = %settings.redacted_database_url(), "jobdock worker is running");
     shutdown.await;
     tracing::info!("shutting down: no new jobs are claimed");
     workers.shutdown(settings.shutdown_grace).await;
+    if let Some(deliverer) = deliverer {
+        deliverer.stop().await;
+    }
     maintenance.stop().await;
     pool.close().await;
     tracing::info!("jobdock worker stopped");

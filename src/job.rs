@@ -88,6 +88,8 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Where the final monitor is POSTed when the job ends (DESIGN §12); never shown on the monitor.
+    pub callback_url: Option<String>,
 }
 
 /// A validated request to create a job. Built only by [`NewJob::new`] and the API's parsing, so every field
@@ -106,6 +108,8 @@ pub struct NewJob {
     pub idempotency: Option<Idempotency>,
     /// Whose job it is (DESIGN §11): the tenant of the key that submitted it.
     pub tenant: String,
+    /// Where to POST the final monitor when the job ends, already checked against `[webhooks] allow`.
+    pub callback_url: Option<String>,
 }
 
 /// An idempotency key with the caller it is scoped to and a fingerprint of the request it came with.
@@ -134,6 +138,7 @@ impl NewJob {
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             idempotency: None,
             tenant: crate::tenant::DEFAULT_TENANT.to_owned(),
+            callback_url: None,
         }
     }
 }

@@ -17,6 +17,7 @@
 //!   the configured `http` and `exec` kinds.
 //! - [`worker`]: the runtime — dispatcher (claims and results in one statement), executor, heartbeats, LISTEN/NOTIFY.
 //! - [`maintenance`]: rescue of expired leases, pruning, statistics: a service on every replica.
+//! - [`webhooks`]: completion callbacks — allow list, address guard, signatures, the delivery loop.
 //! - [`metrics`]: the Prometheus series and `/metrics`.
 //! - [`store`]: all SQL.
 //!
@@ -36,6 +37,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod store;
 pub mod tenant;
+pub mod webhooks;
 pub mod worker;
 
 pub use app::Application;

@@ -126,11 +126,24 @@ async fn prune_all(shared: &Shared, stop: &CancellationToken) {
                     tracing::info!(deleted, "pruned finished jobs past retention");
                 }
                 if (deleted as i64) < BATCH {
-                    return;
+                    break;
                 }
             }
             Err(err) => {
                 tracing::debug!(error = %err, "prune failed");
+                return;
+            }
+        }
+    }
+    // Finished webhook deliveries go after the same retention as jobs (a day at least, so a delivery's
+    // state stays readable while its retries could still be running).
+    let keep = shared.config.retention.max(Duration::from_secs(86_400));
+    while !stop.is_cancelled() {
+        match crate::store::deliveries::prune(&shared.pool, keep.as_secs_f64(), BATCH).await {
+            Ok(deleted) if (deleted as i64) == BATCH => continue,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::debug!(error = %err, "prune of deliveries failed");
                 return;
             }
         }

@@ -66,6 +66,8 @@ pub struct ApiState {
     pub watchers: watch::Watchers,
     /// Kinds' recent run times, for forecasts.
     pub paces: jobs::forecast::Paces,
+    /// `[webhooks]`: which callback URLs submissions may carry.
+    pub webhooks: std::sync::Arc<crate::webhooks::WebhookSettings>,
 }
 
 impl ApiState {
@@ -90,6 +92,7 @@ impl ApiState {
             connections: Default::default(),
             watchers: Default::default(),
             paces: Default::default(),
+            webhooks: Default::default(),
         }
     }
 
@@ -107,6 +110,7 @@ impl ApiState {
         self.max_result_bytes = settings.max_result_bytes;
         self.cors_origins = settings.cors_origins.clone();
         self.caps = std::sync::Arc::new(crate::worker::tenant_caps(settings));
+        self.webhooks = std::sync::Arc::new(settings.webhooks.clone());
         self
     }
 

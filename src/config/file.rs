@@ -30,6 +30,7 @@ pub struct ConfigFile {
     pub server: ServerSection,
     pub kinds: Vec<KindSpec>,
     pub tenants: Vec<TenantSettings>,
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// `[tenants.NAME]`: limits for one tenant (DESIGN §11).
@@ -70,6 +71,7 @@ struct RawFile {
     kinds: BTreeMap<String, Spanned<RawKind>>,
     #[serde(default)]
     tenants: BTreeMap<String, Spanned<RawTenant>>,
+    webhooks: Option<Spanned<super::webhooks::RawWebhooks>>,
 }
 
 #[derive(Deserialize)]
@@ -187,15 +189,18 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
         };
         tenants.push(TenantSettings { name, max_running });
     }
+    let env_secret = std::env::var(super::webhooks::SECRET_ENV).ok();
+    let webhooks = super::webhooks::webhooks_section(raw.webhooks, env_secret, &at)?;
     Ok(ConfigFile {
         path: path.to_owned(),
         server,
         kinds,
         tenants,
+        webhooks,
     })
 }
 
-pub(super) type At<'a> = dyn Fn(std::ops::Range<usize>, &str, String) -> ConfigError + 'a;
+pub(crate) type At<'a> = dyn Fn(std::ops::Range<usize>, &str, String) -> ConfigError + 'a;
 
 fn server_section(raw: RawServer, at: &At<'_>) -> Result<ServerSection, ConfigError> {
     fn within<T: PartialOrd + Copy + std::fmt::Display>(

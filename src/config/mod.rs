@@ -6,6 +6,7 @@
 
 pub mod file;
 mod runners;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -212,6 +213,8 @@ pub struct Settings {
     pub auth: AuthMode,
     /// `[tenants.NAME]` from the configuration file.
     pub tenants: Vec<TenantSettings>,
+    /// `[webhooks]` from the configuration file.
+    pub webhooks: crate::webhooks::WebhookSettings,
     pub workers: usize,
     pub lease: Duration,
     pub shutdown_grace: Duration,
@@ -234,6 +237,7 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             auth: AuthMode::Auto,
             tenants: Vec::new(),
+            webhooks: Default::default(),
             workers: 32,
             lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
@@ -358,6 +362,7 @@ impl Settings {
         );
         self.kinds = file.kinds;
         self.tenants = file.tenants;
+        self.webhooks = file.webhooks;
         self
     }
 

@@ -29,12 +29,14 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> super::Result<Vec<Jo
     // One statement, so one round trip and one commit; the NOTIFY in it is delivered at that commit.
     let query = sqlx::query_as(concat!(
         "WITH inserted AS (",
-        "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, tenant) ",
+        "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, tenant, ",
+        "                    callback_url) ",
         "  SELECT id, kind, queue, payload, priority, coalesce(run_at, now()), max_attempts, timeout_secs, ",
-        "         tenant ",
+        "         tenant, callback_url ",
         "  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::timestamptz[], ",
-        "              $7::int4[], $8::int4[], $9::text[]) ",
-        "       AS t(id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, tenant) ",
+        "              $7::int4[], $8::int4[], $9::text[], $10::text[]) ",
+        "       AS t(id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, tenant, ",
+        "            callback_url) ",
         "  RETURNING ",
         job_columns!(),
         "), notified AS (SELECT count(pg_notify('",
@@ -60,8 +62,8 @@ pub async fn insert_one(pool: &PgPool, job: &NewJob) -> super::Result<Inserted> 
     let created: Option<Job> = sqlx::query_as(concat!(
         "WITH inserted AS (",
         "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, ",
-        "                    idempotency_caller, idempotency_key, request_fingerprint, tenant) ",
-        "  VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $10, $11, $12) ",
+        "                    idempotency_caller, idempotency_key, request_fingerprint, tenant, callback_url) ",
+        "  VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8, $9, $10, $11, $12, $13) ",
         "  ON CONFLICT (idempotency_caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING ",
         "  RETURNING ",
         job_columns!(),
@@ -82,6 +84,7 @@ pub async fn insert_one(pool: &PgPool, job: &NewJob) -> super::Result<Inserted> 
     .bind(&idem.key)
     .bind(&idem.fingerprint)
     .bind(&job.tenant)
+    .bind(&job.callback_url)
     .fetch_optional(pool)
     .await?;
     if let Some(created) = created {
@@ -132,12 +135,13 @@ pub async fn insert_many_keyed(
     let query = sqlx::query_as(concat!(
         "WITH inserted AS (",
         "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, ",
-        "                    idempotency_caller, idempotency_key, request_fingerprint, tenant) ",
+        "                    idempotency_caller, idempotency_key, request_fingerprint, tenant, callback_url) ",
         "  SELECT id, kind, queue, payload, priority, coalesce(run_at, now()), max_attempts, timeout_secs, ",
-        "         $10, key, $11, tenant ",
+        "         $11, key, $12, tenant, callback_url ",
         "  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::timestamptz[], ",
-        "              $7::int4[], $8::int4[], $9::text[], $12::text[]) ",
-        "       AS t(id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, tenant, key) ",
+        "              $7::int4[], $8::int4[], $9::text[], $10::text[], $13::text[]) ",
+        "       AS t(id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, tenant, ",
+        "            callback_url, key) ",
         "  ON CONFLICT (idempotency_caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING ",
         "  RETURNING ",
         job_columns!(),
@@ -392,4 +396,9 @@ fn bind_columns<'q>(query: JobsQuery<'q>, jobs: &'q [NewJob]) -> JobsQuery<'q> {
         .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.timeout_secs).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.tenant.as_str()).collect::<Vec<_>>())
+        .bind(
+            jobs.iter()
+                .map(|j| j.callback_url.as_deref())
+                .collect::<Vec<_>>(),
+        )
 }

@@ -5,6 +5,7 @@
 //! - [`db`]: connecting, creating the database, migrations, readiness.
 //! - [`jobs`]: inserting, reading, listing, cancelling and deleting jobs (the API's side).
 //! - [`forecast`]: run times, running counts and queue positions, for forecasts of when a job finishes.
+//! - [`deliveries`]: webhook deliveries: claimed, retried, shown on the monitor.
 //! - [`external`]: the external workers' claims, heartbeats and completions over HTTP.
 //! - [`kind_pauses`]: kinds paused by their upstream's back-pressure.
 //! - [`leases`]: claiming, heartbeats, completion, failure and release (the workers' side, fenced by the
@@ -16,6 +17,7 @@
 
 pub mod api_keys;
 pub mod db;
+pub mod deliveries;
 pub mod error;
 pub mod external;
 pub mod forecast;
@@ -31,7 +33,7 @@ pub mod watch;
 macro_rules! job_columns {
     () => {
         "id, kind, queue, status, priority, run_at, attempt, max_attempts, timeout_secs, progress, \
-         error, cancel_requested, created_at, updated_at, started_at, finished_at"
+         error, cancel_requested, created_at, updated_at, started_at, finished_at, callback_url"
     };
 }
 pub(crate) use job_columns;

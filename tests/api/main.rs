@@ -19,4 +19,5 @@ mod metrics;
 mod monitor;
 mod submit;
 mod waiting;
+mod webhooks;
 mod worker;

@@ -162,6 +162,7 @@ mod tests {
             updated_at: now,
             started_at: Some(now - chrono::Duration::seconds(2)),
             finished_at: None,
+            callback_url: None,
         }
     }
 

@@ -103,6 +103,9 @@ impl JobsApi {
             Err(rejection) => return rejection.problem().into(),
         };
         job.tenant = caller(request).tenant;
+        if let Err(detail) = self.check_callback(&mut job).await {
+            return Problem::bad_request(detail).into();
+        }
         let fingerprint = idempotency_key.0.as_ref().map(|_| fingerprint(&job));
         if let (Some(key), Some(fingerprint)) = (idempotency_key.0, fingerprint) {
             if key.contains('\0') {
@@ -176,6 +179,13 @@ impl JobsApi {
             let parsed = parse_submission(item.0)
                 .map_err(Rejection::from)
                 .and_then(|submit| validate_submission(&self.state.registry, submit));
+            let parsed = match parsed {
+                Ok(mut job) => match self.check_callback(&mut job).await {
+                    Ok(()) => Ok(job),
+                    Err(detail) => Err(Rejection::from(detail)),
+                },
+                Err(rejection) => Err(rejection),
+            };
             match parsed {
                 Ok(mut job) => {
                     job.tenant = tenant.clone();
@@ -281,15 +291,25 @@ impl JobsApi {
             }
             _ => store::jobs::get(&self.state.pool, id.0, tenant.as_deref()).await,
         };
-        let forecast = match &read {
-            Ok(Some(job)) => self.state.paces.forecast(&self.state.pool, job).await,
-            _ => Ok(forecast::Forecast::none()),
+        let job = match read {
+            Ok(Some(job)) => job,
+            Ok(None) => return Problem::job_not_found().into(),
+            Err(err) => return Problem::from_db(&err).into(),
         };
-        match read.and_then(|job| Ok((job, forecast?))) {
-            Ok((Some(job), forecast)) => {
-                monitor::answer(job, forecast, redirect.0, if_none_match.0.as_deref())
-            }
-            Ok((None, _)) => Problem::job_not_found().into(),
+        let pool = &self.state.pool;
+        let extras = async {
+            let forecast = self.state.paces.forecast(pool, &job).await?;
+            let callback = monitor::callback_state(pool, &job).await?;
+            Ok::<_, store::Error>((forecast, callback))
+        };
+        match extras.await {
+            Ok((forecast, callback)) => monitor::answer(
+                job,
+                forecast,
+                callback,
+                redirect.0,
+                if_none_match.0.as_deref(),
+            ),
             Err(err) => Problem::from_db(&err).into(),
         }
     }
@@ -495,6 +515,14 @@ impl JobsApi {
 }
 
 impl JobsApi {
+    /// Checks the job's `callback_url` against `[webhooks]` and stores it in its normal form.
+    async fn check_callback(&self, job: &mut crate::job::NewJob) -> Result<(), String> {
+        if let Some(url) = job.callback_url.take() {
+            job.callback_url = Some(self.state.webhooks.check(&url).await?);
+        }
+        Ok(())
+    }
+
     /// `Prefer: wait=N` on a submit: hold the answer until the job finishes or N seconds pass.
     async fn wait_after_submit(&self, request: &Request, job: Job, secs: u32) -> SubmitJobResponse {
         let applied = format!("wait={secs}");

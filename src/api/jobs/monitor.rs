@@ -2,7 +2,7 @@
 
 use super::forecast::Forecast;
 use super::responses::GetJobResponse;
-use super::types::{result_path, JobMonitor};
+use super::types::{result_path, CallbackState, JobMonitor};
 use crate::job::{Job, JobStatus};
 use poem_openapi::payload::Json;
 
@@ -44,29 +44,56 @@ pub(super) fn etag_matches(header: &str, tag: &str) -> bool {
 pub(super) fn answer(
     job: Job,
     forecast: Forecast,
+    callback: Option<CallbackState>,
     redirect: bool,
     if_none_match: Option<&str>,
 ) -> GetJobResponse {
     let tag = etag(&job, redirect);
-    match job.status {
-        JobStatus::Succeeded if redirect => GetJobResponse::Found(
-            Json(job.clone().into()),
-            result_path(job.id),
-            NO_STORE.to_owned(),
-            tag,
-        ),
+    let status = job.status;
+    let id = job.id;
+    let mut monitor = JobMonitor::from(job).with_forecast(&forecast);
+    monitor.callback = callback;
+    match status {
+        JobStatus::Succeeded if redirect => {
+            GetJobResponse::Found(Json(monitor), result_path(id), NO_STORE.to_owned(), tag)
+        }
         JobStatus::Queued | JobStatus::Running => {
             let retry_after = forecast.retry_after;
             if if_none_match.is_some_and(|seen| etag_matches(seen, &tag)) {
                 return GetJobResponse::NotModified(tag, retry_after, NO_STORE.to_owned());
             }
-            GetJobResponse::Ok(
-                Json(JobMonitor::from(job).with_forecast(&forecast)),
-                Some(retry_after),
-                NO_STORE.to_owned(),
-                tag,
-            )
+            GetJobResponse::Ok(Json(monitor), Some(retry_after), NO_STORE.to_owned(), tag)
         }
-        _ => GetJobResponse::Ok(Json(job.into()), None, NO_STORE.to_owned(), tag),
+        _ => GetJobResponse::Ok(Json(monitor), None, NO_STORE.to_owned(), tag),
     }
+}
+
+/// The state of `job`'s completion webhook, if it has one.
+pub(super) async fn callback_state(
+    pool: &sqlx::PgPool,
+    job: &Job,
+) -> crate::store::Result<Option<CallbackState>> {
+    if job.callback_url.is_none() {
+        return Ok(None);
+    }
+    if !job.status.is_terminal() {
+        return Ok(Some(CallbackState {
+            state: "waiting".to_owned(),
+            attempts: 0,
+            last_status: None,
+        }));
+    }
+    let delivery = crate::store::deliveries::state_of(pool, job.id).await?;
+    Ok(Some(match delivery {
+        Some(delivery) => CallbackState {
+            state: delivery.state,
+            attempts: delivery.attempts,
+            last_status: delivery.last_status,
+        },
+        None => CallbackState {
+            state: "pending".to_owned(),
+            attempts: 0,
+            last_status: None,
+        },
+    }))
 }

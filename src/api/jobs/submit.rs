@@ -13,7 +13,7 @@ use crate::kinds::schema::SchemaViolation;
 use crate::kinds::{Lookup, Registry};
 
 /// The fields of [`SubmitJob`], for naming unknown ones.
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 8] = [
     "kind",
     "payload",
     "queue",
@@ -21,6 +21,7 @@ const FIELDS: [&str; 7] = [
     "run_at",
     "max_attempts",
     "timeout_secs",
+    "callback_url",
 ];
 
 /// Parses a submitted body into a [`SubmitJob`], with messages that name the offending field.
@@ -186,6 +187,8 @@ pub fn validate_submission(registry: &Registry, submit: SubmitJob) -> Result<New
             .timeout_secs
             .or_else(|| defaults.and_then(|spec| spec.timeout_secs))
             .unwrap_or(crate::job::DEFAULT_TIMEOUT_SECS),
+        // Checked against `[webhooks]` by the caller (it needs DNS).
+        callback_url: submit.callback_url,
         ..NewJob::new(submit.kind, Value::Null)
     })
 }
@@ -217,7 +220,7 @@ fn contains_nul(value: &Value) -> bool {
 /// A digest of everything that defines the job, after defaults are filled in and with object keys
 /// sorted, so the same request always gives the same fingerprint however its JSON was laid out.
 pub fn fingerprint(job: &NewJob) -> String {
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         "kind": job.kind,
         "payload": canonical(&job.payload),
         "queue": job.queue,
@@ -226,6 +229,10 @@ pub fn fingerprint(job: &NewJob) -> String {
         "max_attempts": job.max_attempts,
         "timeout_secs": job.timeout_secs,
     });
+    // Only when present, so the fingerprints stored before callbacks existed still match.
+    if let (Some(url), Some(fields)) = (&job.callback_url, canonical.as_object_mut()) {
+        fields.insert("callback_url".to_owned(), Value::from(url.as_str()));
+    }
     hex(&Sha256::digest(canonical.to_string().as_bytes()))
 }
 

@@ -42,6 +42,11 @@ pub struct SubmitJob {
     /// the kind's default, else 300.
     #[oai(validator(minimum(value = "1"), maximum(value = "604800")))]
     pub timeout_secs: Option<i32>,
+    /// Where to POST the job's final monitor when it ends (a completion webhook, signed per Standard
+    /// Webhooks). Accepted only when it matches the server's `[webhooks] allow` list, and never for a
+    /// loopback, private or link-local address unless a pattern names that host.
+    #[oai(validator(min_length = 1, max_length = 2048))]
+    pub callback_url: Option<String>,
 }
 
 /// Where a job is in its life. `succeeded`, `failed` and `cancelled` are final.
@@ -123,6 +128,23 @@ pub struct JobMonitor {
     /// progress and the jobs ahead of it; null while there is nothing to tell it from.
     #[oai(nullable)]
     pub estimated_finish_at: Option<DateTime<Utc>>,
+    /// Only for a job submitted with `callback_url`: how its completion webhook is going.
+    #[oai(skip_serializing_if_is_none)]
+    pub callback: Option<CallbackState>,
+}
+
+/// The completion webhook of a job.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "CallbackState")]
+pub struct CallbackState {
+    /// `waiting` (the job has not ended), `pending` (being delivered or retried), `delivered` (a 2xx),
+    /// `stopped` (the receiver answered 410) or `failed` (24 h of retries spent).
+    pub state: String,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// The HTTP status of the last attempt; null before the first or when it got no answer.
+    #[oai(nullable)]
+    pub last_status: Option<i32>,
 }
 
 impl JobMonitor {
@@ -157,6 +179,7 @@ impl From<Job> for JobMonitor {
             result_url,
             queue_position: None,
             estimated_finish_at: None,
+            callback: None,
         }
     }
 }
