@@ -23,6 +23,7 @@ impl Document {
         canonical_header_names(&mut document);
         close_request_schemas(&mut document);
         describe_security(&mut document);
+        describe_events(&mut document);
         Document {
             json: serde_json::to_string_pretty(&document).unwrap_or_default(),
             yaml: serde_yaml::to_string(&document).unwrap_or_default(),
@@ -163,6 +164,29 @@ fn close_request_schemas(document: &mut Value) {
             json!({"jobs": [{"kind": "echo", "payload": {"n": 1}}, {"kind": "sleep", "payload": {"ms": 1000}}]}),
         );
     }
+}
+
+/// The event stream's schema describes one event, as tools that check streams read it: an `event` named
+/// `status` whose `data` is a JSON status monitor (`contentMediaType` + `contentSchema`).
+fn describe_events(document: &mut Value) {
+    let Some(schema) = document.pointer_mut(
+        "/paths/~1v1~1jobs~1{id}~1events/get/responses/200/content/text~1event-stream/schema",
+    ) else {
+        return;
+    };
+    *schema = json!({
+        "type": "object",
+        "description": "One Server-Sent Event: `event: status`, and the job's monitor as JSON in `data`.",
+        "required": ["event", "data"],
+        "properties": {
+            "event": { "type": "string", "enum": ["status"] },
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": { "$ref": "#/components/schemas/JobMonitor" }
+            }
+        }
+    });
 }
 
 /// poem-openapi writes response header names upper-cased (`LOCATION`); HTTP does not care, but people

@@ -269,7 +269,7 @@ impl JobsApi {
         /// Long poll: hold the answer up to this many seconds (at most 60) until the monitor differs from
         /// `If-None-Match` (without it: until the monitor changes) or the job finishes. Answers at once when
         /// it already differs or the job has finished.
-        #[oai(validator(maximum(value = "60")))]
+        #[oai(validator(minimum(value = "0"), maximum(value = "60")))]
         wait: Query<Option<u32>>,
     ) -> GetJobResponse {
         let tenant = caller(request).visible_tenant().map(str::to_owned);
@@ -334,14 +334,13 @@ impl JobsApi {
         let changes = waiting::changes(self.state.clone(), job, tenant, |job| etag(job, false))
             .map(JobMonitor::from)
             .boxed();
-        JobEventsResponse::Events(
-            poem_openapi::payload::EventStream::new(changes)
-                .keep_alive(std::time::Duration::from_secs(15))
-                .to_event(|monitor| {
-                    let data = poem_openapi::types::ToJSON::to_json_string(&monitor);
-                    poem::web::sse::Event::message(data).event_type("status")
-                }),
-        )
+        let events = changes.map(|monitor| {
+            let data = poem_openapi::types::ToJSON::to_json_string(&monitor);
+            poem::web::sse::Event::message(data).event_type("status")
+        });
+        let stream =
+            poem::web::sse::SSE::new(events).keep_alive(std::time::Duration::from_secs(15));
+        JobEventsResponse::Events(StatusEvents(poem::IntoResponse::into_response(stream)))
     }
 
     /// Get a job's result

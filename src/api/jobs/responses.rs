@@ -8,10 +8,7 @@
 use poem_openapi::payload::Json;
 use poem_openapi::ApiResponse;
 
-use futures_util::stream::BoxStream;
-use poem_openapi::payload::EventStream;
-
-use super::types::{BatchAccepted, JobList, JobMonitor, ResultBody};
+use super::types::{BatchAccepted, JobList, JobMonitor, ResultBody, StatusEvents};
 use crate::api::problem::{api_response, Problem};
 
 api_response! {
@@ -136,7 +133,7 @@ api_response! {
         /// the event of a terminal status. Reconnect for more when the stream ends earlier (it lasts up to an
         /// hour).
         #[oai(status = 200)]
-        Events(EventStream<BoxStream<'static, JobMonitor>>),
+        Events(StatusEvents),
         /// No job has this id.
         #[oai(status = 404, content_type = "application/problem+json")]
         NotFound(Json<Problem>),

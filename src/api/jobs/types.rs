@@ -27,25 +27,29 @@ pub struct SubmitJob {
     pub payload: Option<Value>,
     /// The queue the job belongs to, for grouping and filtering. When left out: the kind's queue, else
     /// `default`.
-    #[oai(validator(min_length = 1, max_length = 255))]
+    #[oai(nullable, validator(min_length = 1, max_length = 255))]
     pub queue: Option<String>,
     /// Higher runs first among due jobs; 0 when left out.
-    #[oai(validator(minimum(value = "-1000000"), maximum(value = "1000000")))]
+    #[oai(
+        nullable,
+        validator(minimum(value = "-1000000"), maximum(value = "1000000"))
+    )]
     pub priority: Option<i32>,
     /// Do not start before this time (RFC 3339); now when left out.
+    #[oai(nullable)]
     pub run_at: Option<DateTime<Utc>>,
     /// How many attempts a job gets before it ends `failed` (retryable failures, timeouts, crashed
     /// workers all use one). When left out: the kind's default, else 3.
-    #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "100")))]
     pub max_attempts: Option<i32>,
     /// How long one attempt may run before it is stopped and counted as failed (retryable). When left out:
     /// the kind's default, else 300.
-    #[oai(validator(minimum(value = "1"), maximum(value = "604800")))]
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "604800")))]
     pub timeout_secs: Option<i32>,
     /// Where to POST the job's final monitor when it ends (a completion webhook, signed per Standard
     /// Webhooks). Accepted only when it matches the server's `[webhooks] allow` list, and never for a
     /// loopback, private or link-local address unless a pattern names that host.
-    #[oai(validator(min_length = 1, max_length = 2048))]
+    #[oai(nullable, validator(min_length = 1, max_length = 2048))]
     pub callback_url: Option<String>,
 }
 
@@ -294,5 +298,28 @@ impl IntoResponse for ResultBody {
             }
         }
         response
+    }
+}
+
+/// Server-Sent Events whose every event carries a [`JobMonitor`] as its data. Documented as
+/// `text/event-stream` with the monitor's schema (poem-openapi's own event stream says "array", which
+/// tools that check each event's data against the schema reject).
+pub struct StatusEvents(pub Response);
+
+impl Payload for StatusEvents {
+    const CONTENT_TYPE: &'static str = "text/event-stream";
+
+    fn schema_ref() -> MetaSchemaRef {
+        <JobMonitor as Type>::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        <JobMonitor as Type>::register(registry);
+    }
+}
+
+impl IntoResponse for StatusEvents {
+    fn into_response(self) -> Response {
+        self.0
     }
 }
