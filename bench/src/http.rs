@@ -61,6 +61,15 @@ impl Connection {
         &self.buffer[self.body_start..]
     }
 
+    /// A header of the last response (the first with that name, case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let head = std::str::from_utf8(&self.buffer[..self.body_start]).ok()?;
+        head.split("\r\n").find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
     async fn fill(&mut self) -> anyhow::Result<()> {
         let mut chunk = [0u8; 8192];
         let read = self.stream.read(&mut chunk).await?;
@@ -116,4 +125,13 @@ pub fn post_json_with(addr: SocketAddr, path: &str, header: (&str, &str), body: 
 /// A prepared `GET`.
 pub fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes()
+}
+
+/// A prepared `GET` with one extra header.
+pub fn get_with(addr: SocketAddr, path: &str, header: (&str, &str)) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\n{}: {}\r\n\r\n",
+        header.0, header.1
+    )
+    .into_bytes()
 }

@@ -15,6 +15,7 @@ mod pgbench;
 mod report;
 mod scenarios;
 mod target;
+mod waiting;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -69,6 +70,11 @@ enum Scenario {
     /// N pre-enqueued jobs of an `http` kind in front of a local upstream that answers at once → jobs/s
     /// and claim→result time; baseline: the in-process `echo` drain of as many jobs.
     Http(facade::FacadeArgs),
+    /// Clients following `sleep` jobs through `?wait=` long polls, against polling blindly every second →
+    /// submit-to-302 latency and requests per job.
+    LongPoll(waiting::WaitArgs),
+    /// `Prefer: wait=10` on a fast kind (one round trip to the 303), against submit then long poll.
+    PreferWait(waiting::WaitArgs),
     /// `drain` and `pickup` again with many finished jobs already in the table.
     Aged(scenarios::AgedArgs),
     /// Every scenario at its defaults.
@@ -106,6 +112,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Pickup(args) => scenarios::pickup(&common, &args).await,
         Scenario::Status(args) => scenarios::status(&common, &args).await,
         Scenario::Aged(args) => scenarios::aged(&common, &args).await,
+        Scenario::LongPoll(args) => waiting::long_poll(&common, &args).await,
+        Scenario::PreferWait(args) => waiting::prefer_wait(&common, &args).await,
         Scenario::External(args) => external::external(&common, &args).await,
         Scenario::Http(args) => facade::facade(&common, &args).await,
         Scenario::All => {
@@ -118,6 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             scenarios::status(&common, &submit).await?;
             external::external(&common, &external::ExternalArgs::default()).await?;
             facade::facade(&common, &facade::FacadeArgs::default()).await?;
+            let wait = waiting::WaitArgs::default();
+            waiting::long_poll(&common, &wait).await?;
+            waiting::prefer_wait(&common, &wait).await?;
             scenarios::aged(&common, &scenarios::AgedArgs::default()).await
         }
         Scenario::ServeForBench {

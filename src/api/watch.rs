@@ -127,24 +127,15 @@ impl Watchers {
     }
 
     async fn listen(self, pool: PgPool, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
         loop {
-            let mut listener = tokio::select! {
-                _ = stop.cancelled() => return,
-                listener = store::watch::listen(&pool) => match listener {
-                    Ok(listener) => listener,
-                    Err(err) => {
-                        tracing::debug!(error = %err, "LISTEN for job changes failed; waiters poll until it works");
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                },
+            let Some(mut listener) =
+                store::notify::listen_until_stopped(&stop, "job changes", || {
+                    store::watch::listen(&pool)
+                })
+                .await
+            else {
+                return;
             };
-            backoff = Duration::from_millis(100);
             // Changes made while nobody listened were not heard: everyone looks again.
             self.inner.everyone.send_modify(|n| *n += 1);
             loop {

@@ -41,3 +41,31 @@ pub async fn listen(pool: &PgPool) -> super::Result<PgListener> {
     listener.listen_all([JOBS_CHANNEL, CANCEL_CHANNEL]).await?;
     Ok(listener)
 }
+
+/// Connects with `listen` until it works, waiting 100 ms, then twice as long each time (up to 5 s), between
+/// attempts; `None` once `stop` is cancelled.
+pub async fn listen_until_stopped<F, Fut>(
+    stop: &tokio_util::sync::CancellationToken,
+    what: &str,
+    mut listen: F,
+) -> Option<PgListener>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = super::Result<PgListener>>,
+{
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            listener = listen() => match listener {
+                Ok(listener) => return Some(listener),
+                Err(err) => tracing::debug!(error = %err, "LISTEN for {what} failed; polling until it works"),
+            },
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
+}

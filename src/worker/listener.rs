@@ -2,7 +2,6 @@
 //! instead of at the next heartbeat.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -15,24 +14,12 @@ use crate::store::notify;
 const MAX_REMEMBERED: usize = 256;
 
 pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
     loop {
-        let mut listener = tokio::select! {
-            _ = stop.cancelled() => return,
-            listener = notify::listen(&shared.pool) => match listener {
-                Ok(listener) => listener,
-                Err(err) => {
-                    tracing::debug!(error = %err, "LISTEN failed; polling until it works");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            },
+        let Some(mut listener) =
+            notify::listen_until_stopped(&stop, "new jobs", || notify::listen(&shared.pool)).await
+        else {
+            return;
         };
-        backoff = Duration::from_millis(100);
         // Anything sent while we were not listening is lost: look once.
         shared.wake.notify_one();
         shared.signals.jobs_available();
