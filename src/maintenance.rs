@@ -1,8 +1,9 @@
 //! Maintenance: a service of its own, started by `app` on every replica (also one that runs no
 //! in-process workers, since external workers' leases need rescuing too) and safe on all of them at once.
 //! The rescuer returns jobs with expired leases to the queue, and the pruner deletes finished jobs past
-//! the retention period, both in bounded batches; and while `jobs` grows fast, its planner statistics are
-//! refreshed so cached query plans keep up with its size.
+//! the retention period, both in bounded batches; while `jobs` grows fast, its planner statistics are
+//! refreshed so cached query plans keep up with its size; and where autovacuum does not keep jobdock's
+//! tables bounded, they are vacuumed (see [`crate::store::vacuum`]).
 
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ fn rescue_every(lease: Duration) -> Duration {
 
 /// How often the size of `jobs` is compared with what the planner's statistics say.
 const STATISTICS_EVERY: Duration = Duration::from_secs(1);
+/// How often dead rows are counted (see [`crate::store::vacuum`]).
+const VACUUM_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// What maintenance needs to know; see the flags of the same names.
 #[derive(Debug, Clone)]
@@ -78,7 +81,8 @@ async fn run(pool: PgPool, config: MaintenanceConfig, stop: CancellationToken) {
     let mut rescue = tokio::time::interval(rescue_every(shared.config.lease));
     let mut prune = tokio::time::interval(prune_every(shared.config.retention));
     let mut statistics = tokio::time::interval(STATISTICS_EVERY);
-    for timer in [&mut rescue, &mut prune, &mut statistics] {
+    let mut vacuum = tokio::time::interval(VACUUM_CHECK_EVERY);
+    for timer in [&mut rescue, &mut prune, &mut statistics, &mut vacuum] {
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     loop {
@@ -91,7 +95,30 @@ async fn run(pool: PgPool, config: MaintenanceConfig, stop: CancellationToken) {
                 Ok(false) => {}
                 Err(err) => tracing::debug!(error = %err, "refreshing statistics failed"),
             },
+            _ = vacuum.tick() => vacuum_if_due(&shared.pool).await,
         }
+    }
+}
+
+/// Vacuums jobdock's tables that dead rows have outgrown, where autovacuum does not.
+pub async fn vacuum_if_due(pool: &PgPool) {
+    let tables = match crate::store::vacuum::due(pool, Default::default()).await {
+        Ok(tables) if !tables.is_empty() => tables,
+        Ok(_) => return,
+        Err(err) => {
+            tracing::debug!(error = %err, "counting dead rows failed");
+            return;
+        }
+    };
+    let started = std::time::Instant::now();
+    match crate::store::vacuum::vacuum(pool, &tables).await {
+        Ok(true) => tracing::info!(
+            tables = %tables.join(", "),
+            ms = started.elapsed().as_millis() as u64,
+            "vacuumed tables that dead rows had outgrown (autovacuum is not keeping them bounded)"
+        ),
+        Ok(false) => {}
+        Err(err) => tracing::warn!(error = %err, "VACUUM failed; trying again later"),
     }
 }
 

@@ -12,6 +12,7 @@
 //!   lease token).
 //! - [`maintenance`]: rescuing expired leases and pruning finished jobs.
 //! - [`results`]: reading stored results.
+//! - [`vacuum`]: `VACUUM` of jobdock's tables where autovacuum does not keep them bounded.
 //! - [`notify`]: the LISTEN/NOTIFY channels that wake idle workers and running jobs.
 //! - [`watch`]: jobs somebody waits for, whose changes are notified.
 
@@ -27,6 +28,7 @@ pub mod leases;
 pub mod maintenance;
 pub mod notify;
 pub mod results;
+pub mod vacuum;
 pub mod watch;
 
 /// The columns of a [`crate::job::Job`], in one place so every query returns the same shape.

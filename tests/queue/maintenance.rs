@@ -353,3 +353,113 @@ async fn a_role_that_does_not_own_jobs_leaves_statistics_to_autovacuum() {
     assert!(!refreshed.expect("the check itself works for any role"));
     assert_eq!(planner_pages(pool).await, 0, "nothing was analyzed");
 }
+
+/// Leaves `n` dead row versions in `jobs` and waits until the statistics count them.
+async fn dead_jobs(pool: &PgPool, n: usize) {
+    for _ in 0..n / 1000 {
+        let jobs: Vec<_> = (0..1000).map(|_| new_job("dead")).collect();
+        insert(pool, &jobs).await;
+    }
+    sqlx::query("DELETE FROM jobs").execute(pool).await.unwrap();
+    let counted = crate::common::eventually(Duration::from_secs(10), || async {
+        count(
+            pool,
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'jobs'",
+        )
+        .await
+            >= n as i64
+    })
+    .await;
+    assert!(counted, "the statistics count the dead rows");
+}
+
+#[tokio::test]
+async fn jobs_full_of_dead_rows_are_vacuumed_where_autovacuum_does_not() {
+    let db = Db::new().await;
+    let pool = &db.pool;
+    // Whatever the server's setting, autovacuum leaves this table alone: it is jobdock's to keep.
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        .execute(pool)
+        .await
+        .unwrap();
+    assert!(jobdock::store::vacuum::due(pool, Default::default())
+        .await
+        .unwrap()
+        .is_empty());
+    dead_jobs(pool, 20_000).await;
+    let due = jobdock::store::vacuum::due(pool, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(due, ["jobs"]);
+    jobdock::maintenance::vacuum_if_due(pool).await;
+    assert_eq!(
+        count(
+            pool,
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'jobs'"
+        )
+        .await,
+        1
+    );
+    let cleaned = crate::common::eventually(Duration::from_secs(10), || async {
+        count(
+            pool,
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'jobs'",
+        )
+        .await
+            < 1000
+    })
+    .await;
+    assert!(cleaned, "VACUUM removed the dead rows");
+}
+
+#[tokio::test]
+async fn a_role_that_does_not_own_the_tables_leaves_vacuum_alone() {
+    let db = Db::new().await;
+    let pool = &db.pool;
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        .execute(pool)
+        .await
+        .unwrap();
+    dead_jobs(pool, 20_000).await;
+    let role = format!("jobdock_guest_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE ROLE {role} LOGIN"))
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    let mut url = url::Url::parse(db.url()).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(None).unwrap();
+    let guest = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let due = jobdock::store::vacuum::due(&guest, Default::default())
+        .await
+        .unwrap();
+    guest.close().await;
+    sqlx::query(&format!(
+        "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(pool)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "a role that cannot VACUUM does not try");
+    // The owner sees the same table as due.
+    assert_eq!(
+        jobdock::store::vacuum::due(pool, Default::default())
+            .await
+            .unwrap(),
+        ["jobs"]
+    );
+}
