@@ -14,6 +14,7 @@ mod http;
 mod pgbench;
 mod report;
 mod scenarios;
+mod soak;
 mod target;
 mod waiting;
 
@@ -75,6 +76,9 @@ enum Scenario {
     LongPoll(waiting::WaitArgs),
     /// `Prefer: wait=10` on a fast kind (one round trip to the 303), against submit then long poll.
     PreferWait(waiting::WaitArgs),
+    /// Steady submit + process load for minutes with a short retention → table size, dead rows, claim
+    /// latency and RSS every 10 s, and an SVG chart of them (where autovacuum is off, they must level off).
+    Soak(soak::SoakArgs),
     /// `drain` and `pickup` again with many finished jobs already in the table.
     Aged(scenarios::AgedArgs),
     /// Every scenario at its defaults.
@@ -84,6 +88,8 @@ enum Scenario {
     ServeForBench {
         database_url: String,
         workers: usize,
+        #[arg(long)]
+        retention_secs: Option<u64>,
     },
 }
 
@@ -112,6 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Pickup(args) => scenarios::pickup(&common, &args).await,
         Scenario::Status(args) => scenarios::status(&common, &args).await,
         Scenario::Aged(args) => scenarios::aged(&common, &args).await,
+        Scenario::Soak(args) => soak::soak(&common, &args).await,
         Scenario::LongPoll(args) => waiting::long_poll(&common, &args).await,
         Scenario::PreferWait(args) => waiting::prefer_wait(&common, &args).await,
         Scenario::External(args) => external::external(&common, &args).await,
@@ -134,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::ServeForBench {
             database_url,
             workers,
-        } => target::serve_for_bench(&database_url, workers).await,
+            retention_secs,
+        } => target::serve_for_bench(&database_url, workers, retention_secs).await,
     }
 }

@@ -131,8 +131,16 @@ fn settings(database_url: &str, workers: usize) -> anyhow::Result<Settings> {
 
 /// The hidden `serve-for-bench` subcommand: a jobdock server with the built-in kinds that prints its
 /// address on stdout and runs until its stdin closes (so it never outlives the bench).
-pub async fn serve_for_bench(database_url: &str, workers: usize) -> anyhow::Result<()> {
-    let app = Application::build(settings(database_url, workers)?, Registry::builtin()).await?;
+pub async fn serve_for_bench(
+    database_url: &str,
+    workers: usize,
+    retention_secs: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut settings = settings(database_url, workers)?;
+    if let Some(secs) = retention_secs {
+        settings.retention = Duration::from_secs(secs);
+    }
+    let app = Application::build(settings, Registry::builtin()).await?;
     println!("{}", app.local_addr());
     app.run_until_stopped(async {
         let mut sink = Vec::new();
@@ -150,9 +158,19 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub async fn start(database: &BenchDatabase, workers: usize) -> anyhow::Result<ServerProcess> {
+        ServerProcess::start_with(database, workers, &[]).await
+    }
+
+    /// As [`ServerProcess::start`], with more `serve-for-bench` arguments (`--retention-secs N`).
+    pub async fn start_with(
+        database: &BenchDatabase,
+        workers: usize,
+        extra: &[String],
+    ) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe().context("finding the bench binary")?;
         let mut child = tokio::process::Command::new(exe)
             .args(["serve-for-bench", &database.url, &workers.to_string()])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
