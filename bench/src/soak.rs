@@ -151,9 +151,12 @@ pub async fn soak(common: &Common, args: &SoakArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A chart's title and the value it draws.
+type Series = (&'static str, fn(&Sample) -> f64);
+
 /// Four small line charts side by side, drawn as SVG by hand (a polyline each; no fonts needed).
 fn chart(samples: &[Sample]) -> String {
-    let series: [(&str, fn(&Sample) -> f64); 4] = [
+    let series: [Series; 4] = [
         ("jobs + results, MiB", |s| s.size_mib),
         ("dead rows", |s| s.dead_rows),
         ("claim p50, ms", |s| s.claim_p50_ms),
