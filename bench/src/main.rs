@@ -53,7 +53,8 @@ pub struct Common {
 enum Scenario {
     /// HTTP POST /v1/jobs at a concurrency for a while → accepted/s, latency; baseline: pgbench INSERT.
     Submit(scenarios::SubmitArgs),
-    /// POST /v1/jobs/batch with 1,000 jobs per request → jobs/s.
+    /// POST /v1/jobs/batch with 1,000 jobs per request → jobs/s; baseline: pgbench 1,000-row INSERTs at the
+    /// same concurrency.
     SubmitBatch(scenarios::SubmitArgs),
     /// N no-op jobs pre-enqueued, then workers started → jobs/s to the last result; baseline: the SQL-only
     /// ceiling of claim + complete in batches of 500 (pgbench).
@@ -61,7 +62,8 @@ enum Scenario {
     /// Submit over HTTP and process at the same time → completed jobs/s, submit→result latency; baseline:
     /// pgbench insert-then-claim-and-complete lifecycle.
     E2e(scenarios::SubmitArgs),
-    /// An idle server, one job at a time → submit-to-handler-start latency.
+    /// An idle server, one job at a time → submit-to-handler-start latency; baseline: pgbench's single-row
+    /// INSERT latency.
     Pickup(scenarios::PickupArgs),
     /// GET /v1/jobs/{id} at a concurrency → requests/s; baseline: pgbench primary-key SELECT.
     Status(scenarios::SubmitArgs),

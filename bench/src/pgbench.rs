@@ -61,6 +61,10 @@ pub enum Limit {
 /// A single-row insert into `jobs`, as a submit does.
 pub const INSERT: &str = "INSERT INTO jobs (id, kind) VALUES (gen_random_uuid(), 'echo');\n";
 
+/// 1,000 jobs in one INSERT, one transaction: the baseline of `submit-batch` (multiply tps by 1,000).
+pub const INSERT_BATCH: &str =
+    "INSERT INTO jobs (id, kind) SELECT gen_random_uuid(), 'echo' FROM generate_series(1, 1000);\n";
+
 /// The SQL work of a drain, in batches of 500: claim to `running` in one statement; then mark `succeeded`
 /// and insert the `results` rows in a second. Each client fences its own claims by worker id.
 pub const DRAIN_CEILING: &str = "\

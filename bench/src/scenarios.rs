@@ -219,13 +219,26 @@ pub async fn submit_batch(common: &Common, args: &SubmitArgs) -> anyhow::Result<
         let load = http_load(server.addr, concurrency, args.seconds, 202, requests).await?;
         server.stop().await?;
         database.drop_database().await?;
+        let baseline_db = BenchDatabase::create(&common.database_url).await?;
+        let baseline = pgbench::run(
+            &baseline_db.url,
+            pgbench::INSERT_BATCH,
+            concurrency,
+            Limit::Seconds(args.seconds),
+        )?;
+        baseline_db.drop_database().await?;
         let (p50, p99) = percentiles(load.latencies);
         report.add_run(json!({
             "jobs_per_sec": load.ok as f64 * 1000.0 / load.elapsed.as_secs_f64(),
             "request_p50_ms": p50, "request_p99_ms": p99, "errors": load.errors,
+            "pgbench_batch_insert_rows_per_sec": baseline.tps * 1000.0,
         }));
     }
-    report.finish(&[]);
+    report.finish(&[(
+        "submit_batch_vs_pgbench_batch_insert",
+        "jobs_per_sec",
+        "pgbench_batch_insert_rows_per_sec",
+    )]);
     Ok(())
 }
 
@@ -475,7 +488,19 @@ pub async fn pickup(common: &Common, args: &PickupArgs) -> anyhow::Result<()> {
     for (p50, p99, baseline) in all {
         report.add_run(json!({"pickup_p50_ms": p50, "pickup_p99_ms": p99, "pgbench_insert_latency_ms": baseline}));
     }
-    report.finish(&[]);
+    // Targets (issue 13): p50 ≤ 3× and p99 ≤ 8× of one single-row INSERT's latency, measured in the same run.
+    report.finish(&[
+        (
+            "pickup_p50_vs_insert_latency",
+            "pickup_p50_ms",
+            "pgbench_insert_latency_ms",
+        ),
+        (
+            "pickup_p99_vs_insert_latency",
+            "pickup_p99_ms",
+            "pgbench_insert_latency_ms",
+        ),
+    ]);
     Ok(())
 }
 
