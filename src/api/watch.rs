@@ -113,11 +113,6 @@ impl Watchers {
         }
     }
 
-    /// How many jobs have waiters now (for tests and metrics).
-    pub fn watched_jobs(&self) -> usize {
-        self.inner.jobs.lock().map(|jobs| jobs.len()).unwrap_or(0)
-    }
-
     fn notify(&self, id: Uuid) {
         if let Ok(jobs) = self.inner.jobs.lock() {
             if let Some(entry) = jobs.get(&id) {

@@ -299,13 +299,7 @@ async fn five_hundred_long_polls_wait_together_on_the_default_pool_of_ten() {
     let jobs: Vec<Value> = (0..500)
         .map(|n| json!({"kind": "echo", "payload": {"n": n}}))
         .collect();
-    let response = app
-        .client
-        .post(app.url("/v1/jobs/batch"))
-        .json(&json!({"jobs": jobs}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_batch(json!({"jobs": jobs})).await;
     assert_eq!(response.status(), 202);
     let accepted: Value = response.json().await.unwrap();
     let ids: Vec<String> = accepted["jobs"]

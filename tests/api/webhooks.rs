@@ -276,15 +276,11 @@ async fn a_callback_to_an_internal_address_is_400_even_when_a_star_admits_it() {
 async fn a_callback_in_a_batch_is_checked_too() {
     let app = app_with_webhooks(&["https://hooks.example.com/*"]).await;
     let response = app
-        .client
-        .post(app.url("/v1/jobs/batch"))
-        .json(&json!({"jobs": [
+        .post_batch(json!({"jobs": [
             {"kind": "echo"},
             {"kind": "echo", "callback_url": "http://10.0.0.1/x"}
         ]}))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 400);
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["index"], 1);
@@ -400,13 +396,7 @@ async fn two_replicas_deliver_each_callback_once() {
     let jobs: Vec<Value> = (0..30)
         .map(|n| json!({"kind": "echo", "payload": {"n": n}, "callback_url": format!("{base}/hooks/{n}")}))
         .collect();
-    let response = first
-        .client
-        .post(first.url("/v1/jobs/batch"))
-        .json(&json!({"jobs": jobs}))
-        .send()
-        .await
-        .unwrap();
+    let response = first.post_batch(json!({"jobs": jobs})).await;
     assert_eq!(response.status(), 202);
     received(&receiver, 30).await;
     let all_delivered = eventually(Duration::from_secs(10), || async {

@@ -160,6 +160,16 @@ impl TestApp {
             .expect("POST /v1/jobs")
     }
 
+    /// `POST /v1/jobs/batch` with `body` (`{"jobs": [...]}`).
+    pub async fn post_batch(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/jobs/batch"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /v1/jobs/batch")
+    }
+
     /// Submits a job that must be accepted; returns its id.
     pub async fn submit(&self, body: Value) -> Uuid {
         let response = self.post_job(body).await;

@@ -354,8 +354,13 @@ async fn a_role_that_does_not_own_jobs_leaves_statistics_to_autovacuum() {
     assert_eq!(planner_pages(pool).await, 0, "nothing was analyzed");
 }
 
-/// Leaves `n` dead row versions in `jobs` and waits until the statistics count them.
+/// Leaves `n` dead row versions in `jobs` and waits until the statistics count them. Whatever the
+/// server's setting, autovacuum leaves the table alone first: it is jobdock's to keep.
 async fn dead_jobs(pool: &PgPool, n: usize) {
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        .execute(pool)
+        .await
+        .unwrap();
     for _ in 0..n / 1000 {
         let jobs: Vec<_> = (0..1000).map(|_| new_job("dead")).collect();
         insert(pool, &jobs).await;
@@ -377,11 +382,6 @@ async fn dead_jobs(pool: &PgPool, n: usize) {
 async fn jobs_full_of_dead_rows_are_vacuumed_where_autovacuum_does_not() {
     let db = Db::new().await;
     let pool = &db.pool;
-    // Whatever the server's setting, autovacuum leaves this table alone: it is jobdock's to keep.
-    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
-        .execute(pool)
-        .await
-        .unwrap();
     assert!(jobdock::store::vacuum::due(pool, Default::default())
         .await
         .unwrap()
@@ -416,10 +416,6 @@ async fn jobs_full_of_dead_rows_are_vacuumed_where_autovacuum_does_not() {
 async fn a_role_that_does_not_own_the_tables_leaves_vacuum_alone() {
     let db = Db::new().await;
     let pool = &db.pool;
-    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
-        .execute(pool)
-        .await
-        .unwrap();
     dead_jobs(pool, 20_000).await;
     let role = format!("jobdock_guest_{}", Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE ROLE {role} LOGIN"))
