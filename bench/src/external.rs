@@ -62,7 +62,7 @@ pub async fn external(common: &Common, args: &ExternalArgs) -> anyhow::Result<()
         let database = BenchDatabase::create(&common.database_url).await?;
         let drain = DrainArgs {
             jobs: args.jobs,
-            workers: args.workers,
+            workers: Some(args.workers),
         };
         let in_process = scenarios::drain_once(&database, &drain).await?;
         database.drop_database().await?;

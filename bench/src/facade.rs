@@ -76,7 +76,7 @@ pub async fn facade(common: &Common, args: &FacadeArgs) -> anyhow::Result<()> {
         let database = BenchDatabase::create(&common.database_url).await?;
         let drain = DrainArgs {
             jobs: args.jobs,
-            workers: args.workers,
+            workers: Some(args.workers),
         };
         let echo = scenarios::drain_once(&database, &drain).await?;
         database.drop_database().await?;

@@ -135,3 +135,9 @@ pub fn get_with(addr: SocketAddr, path: &str, header: (&str, &str)) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// One GET on a new connection; its status code.
+pub async fn get_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    let mut connection = Connection::open(addr).await?;
+    connection.send(&get(addr, path)).await
+}

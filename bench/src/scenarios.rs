@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use clap::Args;
-use jobdock::worker::{WorkerConfig, WorkerPool};
 use jobdock::{Handler, JobContext, JobError, NewJob, Output, Registry};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -16,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::http;
 use crate::pgbench::{self, Limit};
 use crate::report::{percentiles, Report};
-use crate::target::{BenchDatabase, Server, ServerProcess};
+use crate::target::{BenchDatabase, JobdockProcess, Server, ServerProcess};
 use crate::Common;
 
 #[derive(Debug, Clone, Args)]
@@ -43,17 +42,16 @@ pub struct DrainArgs {
     /// Jobs enqueued before the workers start.
     #[arg(long, default_value_t = 20_000)]
     pub jobs: usize,
-    /// Worker slots (jobs run at once). One statement claims at most 500, so with more slots than that
-    /// statements overlap: one commits while the next batch runs.
-    #[arg(long, default_value_t = 2000)]
-    pub workers: usize,
+    /// `--workers` for the `jobdock worker` process; left out, it runs with its defaults (no flags).
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 impl Default for DrainArgs {
     fn default() -> Self {
         DrainArgs {
             jobs: 20_000,
-            workers: 2000,
+            workers: None,
         }
     }
 }
@@ -278,17 +276,6 @@ pub(crate) async fn pending(pool: &PgPool) -> anyhow::Result<bool> {
     .await?)
 }
 
-fn worker_config(slots: usize) -> WorkerConfig {
-    WorkerConfig {
-        slots,
-        lease: Duration::from_secs(30),
-        poll_interval: Duration::from_secs(1),
-        retry_base: Duration::from_secs(1),
-        worker_id: "jobdock-bench".to_owned(),
-        caps: Default::default(),
-    }
-}
-
 /// Starts a measurement from a clean state: a checkpoint now, so one triggered by the setup's bulk writes
 /// (a million aged rows write gigabytes of WAL) does not land in the middle of the run. Needs a superuser;
 /// without one the run goes on, noisier.
@@ -298,25 +285,24 @@ pub(crate) async fn settle(pool: &PgPool) {
     }
 }
 
-/// Drains `args.jobs` pre-enqueued jobs on `database` (which may hold other, finished jobs); jobs/s.
+/// Drains `args.jobs` pre-enqueued jobs on `database` (which may hold other, finished jobs) with a real
+/// `jobdock worker` process, timed from its start until the queue is empty; jobs/s.
 pub(crate) async fn drain_once(database: &BenchDatabase, args: &DrainArgs) -> anyhow::Result<f64> {
     let pool = database.pool().await?;
     enqueue_echo_jobs(&pool, args.jobs).await?;
     settle_inserts(&pool).await?;
     settle(&pool).await;
-    let worker_pool = jobdock::store::db::connect(&database.url, 20).await?;
+    let flags: Vec<String> = match args.workers {
+        Some(workers) => vec!["--workers".to_owned(), workers.to_string()],
+        None => Vec::new(),
+    };
     let started = Instant::now();
-    let workers = WorkerPool::start(
-        worker_pool.clone(),
-        Registry::builtin(),
-        worker_config(args.workers),
-    );
+    let worker = JobdockProcess::worker(database, &flags)?;
     while pending(&pool).await? {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
-    workers.shutdown(Duration::from_secs(5)).await;
-    worker_pool.close().await;
+    worker.stop().await?;
     let unfinished: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM jobs j WHERE j.status = 'succeeded' AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = j.id)",
     )
@@ -370,9 +356,6 @@ pub async fn drain(common: &Common, args: &DrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Worker slots of the server under `e2e` load.
-const E2E_WORKERS: usize = 256;
-
 /// The largest resident memory of process `pid` seen until `stop`, sampled every 50 ms, in MiB.
 async fn max_rss_while(pid: Option<u32>, stop: tokio_util::sync::CancellationToken) -> f64 {
     let mut max: f64 = 0.0;
@@ -396,7 +379,9 @@ pub async fn e2e(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
     );
     for _ in 0..common.runs {
         let database = BenchDatabase::create(&common.database_url).await?;
-        let server = ServerProcess::start(&database, E2E_WORKERS).await?;
+        // The real server with its defaults: what a user gets from `jobdock serve`.
+        let server = JobdockProcess::serve(&database, &[]).await?;
+        let addr = server.addr()?;
         // Idle: started, migrated, workers waiting for jobs.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle_rss = server
@@ -406,8 +391,8 @@ pub async fn e2e(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
         let window_start: chrono::DateTime<chrono::Utc> = chrono::Utc::now();
         let sampling = tokio_util::sync::CancellationToken::new();
         let peak = tokio::spawn(max_rss_while(server.pid(), sampling.clone()));
-        let requests = submit_request(server.addr);
-        let load = http_load(server.addr, args.concurrency, args.seconds, 202, requests).await?;
+        let requests = submit_request(addr);
+        let load = http_load(addr, args.concurrency, args.seconds, 202, requests).await?;
         sampling.cancel();
         let load_rss = peak.await?;
         let window_end = window_start + chrono::Duration::from_std(load.elapsed)?;

@@ -220,3 +220,118 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
+
+/// The `jobdock` binary: `JOBDOCK_BIN`, or the one cargo built beside this bench
+/// (`cargo build --release --workspace` builds both).
+pub fn jobdock_binary() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("JOBDOCK_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().context("finding the bench binary")?;
+    let path = exe
+        .parent()
+        .context("the bench binary has no folder")?
+        .join("jobdock");
+    if !path.is_file() {
+        bail!(
+            "{} is missing: this scenario runs the real server binary; build it with \
+             `cargo build --release --workspace` (or point JOBDOCK_BIN at one)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A real `jobdock serve` or `jobdock worker` process, with its defaults: only the database (and for
+/// `serve` a free port) is given, plus whatever `args` a scenario passes. Its logs go to stderr at
+/// `warn`, so a failure shows and a run does not drown in lines.
+pub struct JobdockProcess {
+    /// Where `serve` listens.
+    pub addr: Option<SocketAddr>,
+    child: tokio::process::Child,
+}
+
+impl JobdockProcess {
+    fn spawn(
+        database: &BenchDatabase,
+        subcommand: &str,
+        args: &[String],
+    ) -> anyhow::Result<tokio::process::Child> {
+        tokio::process::Command::new(jobdock_binary()?)
+            .arg(subcommand)
+            .args(args)
+            .env("DATABASE_URL", &database.url)
+            .env("RUST_LOG", "warn")
+            .env_remove("JOBDOCK_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting `jobdock {subcommand}`"))
+    }
+
+    /// Starts `jobdock worker` and returns at once (a drain is timed from here).
+    pub fn worker(database: &BenchDatabase, args: &[String]) -> anyhow::Result<JobdockProcess> {
+        Ok(JobdockProcess {
+            addr: None,
+            child: JobdockProcess::spawn(database, "worker", args)?,
+        })
+    }
+
+    /// Starts `jobdock serve` on a free port and waits until `/healthz` answers 200.
+    pub async fn serve(database: &BenchDatabase, args: &[String]) -> anyhow::Result<JobdockProcess> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut listen = vec!["--listen".to_owned(), addr.to_string()];
+        listen.extend_from_slice(args);
+        let mut child = JobdockProcess::spawn(database, "serve", &listen)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("`jobdock serve` exited with {status} before listening");
+            }
+            if crate::http::get_status(addr, "/healthz").await.ok() == Some(200) {
+                return Ok(JobdockProcess {
+                    addr: Some(addr),
+                    child,
+                });
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("`jobdock serve` did not answer /healthz within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Where `serve` listens (an error for a `worker`).
+    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
+        self.addr.context("a worker process has no address")
+    }
+
+    /// Sends SIGTERM (a graceful shutdown) and waits for the process to exit successfully.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            // SAFETY: kill(2) with a pid this process spawned and has not reaped yet.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    bail!("jobdock exited with {status}");
+                }
+                Ok(())
+            }
+            Err(_) => {
+                self.child.kill().await?;
+                bail!("jobdock did not stop within 60 s of SIGTERM")
+            }
+        }
+    }
+}

@@ -14,7 +14,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::Semaphore;
 
 use super::template::{self, Piece};
 use super::{Failure, Handler, JobContext, JobError, Output};
@@ -81,7 +80,6 @@ pub struct ExecKind {
     name: String,
     args: Vec<Vec<Piece>>,
     settings: ExecSettings,
-    limit: Semaphore,
 }
 
 impl ExecKind {
@@ -89,7 +87,6 @@ impl ExecKind {
         ExecKind {
             name: name.to_owned(),
             args: settings.args.iter().map(|arg| arg_pieces(arg)).collect(),
-            limit: Semaphore::new(settings.max_concurrency.max(1)),
             settings,
         }
     }
@@ -342,11 +339,12 @@ impl Handler for ExecKind {
     async fn run(&self, ctx: JobContext, payload: Value) -> Result<Output, JobError> {
         tokio::select! {
             _ = ctx.cancelled() => Err(JobError::Cancelled),
-            outcome = async {
-                let _permit = self.limit.acquire().await.map_err(|_| JobError::Retryable("shutting down".into()))?;
-                self.execute(&ctx, &payload).await
-            } => outcome,
+            outcome = self.execute(&ctx, &payload) => outcome,
         }
+    }
+
+    fn max_concurrency(&self) -> Option<usize> {
+        Some(self.settings.max_concurrency.max(1))
     }
 }
 

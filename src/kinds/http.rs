@@ -7,7 +7,6 @@
 //! Where requests go is fixed by the operator: scheme, host and port come from the configuration only,
 //! and a payload fills path segments (percent-encoded, `/` included). Redirects are never followed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +14,6 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Map, Value};
-use tokio::sync::Semaphore;
 
 use super::template::{self, Piece};
 use super::{Failure, Handler, JobContext, JobError, Output};
@@ -77,7 +75,6 @@ pub struct HttpKind {
     name: String,
     pieces: Vec<Piece>,
     settings: HttpSettings,
-    limit: Arc<Semaphore>,
     client: reqwest::Client,
 }
 
@@ -127,7 +124,6 @@ impl HttpKind {
         Ok(HttpKind {
             name: name.to_owned(),
             pieces,
-            limit: Arc::new(Semaphore::new(settings.max_concurrency.max(1))),
             settings,
             client,
         })
@@ -328,11 +324,12 @@ impl Handler for HttpKind {
         // Cancellation, shutdown and a lost lease drop the exchange, which aborts the request in flight.
         tokio::select! {
             _ = ctx.cancelled() => Err(JobError::Cancelled),
-            outcome = async {
-                let _permit = self.limit.acquire().await.map_err(|_| JobError::Retryable("shutting down".into()))?;
-                self.exchange(&ctx, &payload).await
-            } => outcome,
+            outcome = self.exchange(&ctx, &payload) => outcome,
         }
+    }
+
+    fn max_concurrency(&self) -> Option<usize> {
+        Some(self.settings.max_concurrency.max(1))
     }
 }
 

@@ -47,6 +47,13 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Does the work. The payload has passed [`Handler::validate`].
     async fn run(&self, ctx: JobContext, payload: Value) -> Result<Output, JobError>;
+
+    /// The most jobs of this kind one process runs at once (`max_concurrency`); `None`: as many as it has
+    /// slots. The worker runtime enforces it before the handler starts, so a job never spends its attempt
+    /// timeout waiting for room.
+    fn max_concurrency(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A job's result: stored in `results` and served as-is by `GET /v1/jobs/{id}/result`.

@@ -157,6 +157,14 @@ impl Registry {
         self.handlers.keys().cloned().collect()
     }
 
+    /// The kinds this process runs that have a `max_concurrency`, with it.
+    pub fn concurrency_limits(&self) -> Vec<(String, usize)> {
+        self.handlers
+            .iter()
+            .filter_map(|(kind, handler)| Some((kind.clone(), handler.max_concurrency()?)))
+            .collect()
+    }
+
     /// Every kind this process accepts, sorted.
     pub fn accepted(&self) -> Vec<String> {
         let mut names: Vec<String> = self

@@ -2,9 +2,11 @@
 //! succeeded and claims the next jobs **in the same statement** ([`leases::complete_and_claim`]), so a busy
 //! worker pays one round trip and one commit per batch instead of two, and spawns each claimed job.
 //!
-//! Slots: the pool runs at most `slots` jobs at once, and a claim never asks for more jobs than there are
-//! free slots. A succeeded job's slot is freed by the statement that commits its result, which is why that
-//! same statement may claim a job for it. Any other job frees its slot when its task ends.
+//! Capacity: the pool runs at most `--workers` handlers at once ([`super::slots`]), and holds at most that
+//! many jobs plus a local queue sized by how fast its handlers end ([`super::slots::Pace`]): claimed jobs
+//! wait there for a slot ([`super::local_queue`]). A claim never asks for more jobs than the free
+//! capacity. A succeeded job holds its place until the statement that commits its result, which is why
+//! that same statement may claim a job for it; any other job holds it until its task ends.
 //!
 //! Batches form without waiting for a timer: up to [`MAX_IN_FLIGHT`] statements run at once, and
 //! completions that arrive meanwhile go into the next one; before sending, the loop yields a few times so
@@ -22,8 +24,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::handoff::{Completed, Finished};
+use super::local_queue::{LocalQueue, Waiting};
+use super::slots::Pace;
 use super::{executor, Shared};
-use crate::store::leases::{self, Claim, ClaimedJob, Completion, Lease, Step};
+use crate::store::leases::{self, Claim, Completion, Lease, Step};
 
 /// The most jobs one statement claims. With more slots than this, the next batch is claimed while the
 /// previous one's results are still being written, so the database is never idle between batches.
@@ -64,6 +68,8 @@ struct Answer {
     wakes: u64,
     /// [`Dispatcher::tenant_epoch`] when it was sent.
     epoch: u64,
+    /// Whether it left out a kind for being at its `max_concurrency`.
+    left_out_full: bool,
     /// The tenants with queued jobs, when it looked for them.
     found: Option<Arc<[String]>>,
     step: Result<Step, crate::store::Error>,
@@ -76,8 +82,10 @@ pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>,
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dispatcher = Dispatcher {
         kinds: shared.registry.kinds().into(),
-        slots: shared.config.slots,
         want_jobs: shared.config.slots > 0,
+        local: LocalQueue::default(),
+        pace: Pace::new(),
+        waiting_for_room: false,
         shared,
         finished,
         tasks: JoinSet::new(),
@@ -97,6 +105,11 @@ pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>,
     loop {
         while let Some(ended) = dispatcher.tasks.try_join_next() {
             dispatcher.task_ended(ended);
+        }
+        if dispatcher.draining {
+            dispatcher.give_back().await;
+        } else {
+            dispatcher.start_waiting();
         }
         if dispatcher.drained() {
             return;
@@ -126,6 +139,7 @@ pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>,
                 dispatcher.task_ended(ended);
             }
             _ = dispatcher.shared.wake.notified() => dispatcher.notified(),
+            _ = dispatcher.shared.slots.freed.notified() => dispatcher.slot_freed(),
             _ = poll.tick() => {
                 dispatcher.forget_tenants();
                 dispatcher.woken();
@@ -138,13 +152,20 @@ pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>,
 struct Dispatcher {
     shared: Arc<Shared>,
     kinds: Arc<[String]>,
-    slots: usize,
     finished: mpsc::Receiver<Finished>,
+    /// Claimed jobs waiting for a slot.
+    local: LocalQueue,
+    /// Sizes the local queue.
+    pace: Pace,
+    /// A claim that came back short had left out kinds at their `max_concurrency`: a freed slot may
+    /// make room for them, so it is a reason to claim again.
+    waiting_for_room: bool,
     tasks: JoinSet<bool>,
     in_flight: FuturesUnordered<BoxFuture<'static, Answer>>,
     /// Results handed in and not sent yet.
     pending: Vec<Finished>,
-    /// Slots taken: by claimed jobs until they end (or their result commits), and by claims in flight.
+    /// Jobs held: claimed jobs until they end (or their result commits), waiting, running or handing in
+    /// their result, and the jobs claims in flight may bring.
     occupied: usize,
     /// The part of `occupied` that claims in flight reserved.
     reserved: usize,
@@ -171,10 +192,12 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Jobs running their handler: neither handed in a result nor being claimed.
+    /// Jobs running their handler, or about to write an outcome other than a success: neither waiting for
+    /// a slot, nor handed in a result, nor being claimed.
     fn working(&self) -> usize {
-        self.occupied
-            .saturating_sub(self.reserved + self.completing + self.pending.len())
+        self.occupied.saturating_sub(
+            self.reserved + self.completing + self.pending.len() + self.local.len(),
+        )
     }
 
     fn drained(&self) -> bool {
@@ -182,6 +205,74 @@ impl Dispatcher {
             && self.tasks.is_empty()
             && self.in_flight.is_empty()
             && self.pending.is_empty()
+            && self.local.is_empty()
+    }
+
+    /// How many jobs the pool may hold: a slot each, plus the local queue.
+    fn capacity(&mut self) -> usize {
+        let slots = &self.shared.slots;
+        if slots.total() == 0 {
+            return 0;
+        }
+        slots.total() + self.pace.local_queue(slots.ended())
+    }
+
+    /// Starts waiting jobs while there are slots for them.
+    fn start_waiting(&mut self) {
+        let slots = &self.shared.slots;
+        while slots.free() > 0 {
+            let Some(Waiting { job, stop }) = self.local.pop_startable(|kind| slots.has_room_for(kind))
+            else {
+                return;
+            };
+            let Some(slot) = slots.take(&job.kind) else {
+                // Only this task takes slots, so the room just seen is still there.
+                tracing::error!(job = %job.id, "a slot seen free could not be taken");
+                self.local.push(Waiting { job, stop });
+                return;
+            };
+            self.tasks
+                .spawn(executor::execute(self.shared.clone(), job, stop, slot));
+        }
+    }
+
+    /// A handler ended. When kinds were left out of a claim for want of room, this may have made some.
+    fn slot_freed(&mut self) {
+        if self.waiting_for_room {
+            self.waiting_for_room = false;
+            self.want_jobs = true;
+        }
+    }
+
+    /// Shutdown: gives every waiting job back to the queue at once, in one statement. If that fails, the
+    /// jobs stay registered in [`Shared::running`] for shutdown to try again (or the rescuer, if it dies).
+    async fn give_back(&mut self) {
+        if self.local.is_empty() {
+            return;
+        }
+        let waiting = self.local.take_all();
+        self.occupied -= waiting.len();
+        let leases: Vec<Lease> = waiting
+            .iter()
+            .map(|w| Lease {
+                id: w.job.id,
+                token: w.job.lease_token,
+            })
+            .collect();
+        match leases::release_many(&self.shared.pool, &leases).await {
+            Ok(released) => {
+                tracing::info!(
+                    released = released.len(),
+                    "gave claimed jobs that had not started back to the queue"
+                );
+                for lease in &leases {
+                    self.shared.running.remove(lease.id);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, jobs = leases.len(), "giving back jobs that had not started failed");
+            }
+        }
     }
 
     fn woken(&mut self) {
@@ -233,7 +324,11 @@ impl Dispatcher {
     async fn gather(&mut self) {
         let started = std::time::Instant::now();
         let mut last_arrival = started;
-        while self.pending.len() < MAX_COMPLETIONS && self.working() > 0 {
+        while self.pending.len() < MAX_COMPLETIONS && (self.working() > 0 || !self.local.is_empty())
+        {
+            if !self.draining {
+                self.start_waiting();
+            }
             tokio::task::yield_now().await;
             let before = self.pending.len();
             while let Ok(done) = self.finished.try_recv() {
@@ -249,7 +344,7 @@ impl Dispatcher {
     }
 
     /// What to send now, if anything: how many pending results, and how many jobs to claim.
-    fn next_statement(&self) -> Option<(usize, usize)> {
+    fn next_statement(&mut self) -> Option<(usize, usize)> {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             return None;
         }
@@ -257,8 +352,9 @@ impl Dispatcher {
         let may_claim = self.want_jobs
             && !self.draining
             && self.claim_after.is_none_or(|at| Instant::now() >= at);
-        // The batch's slots are freed by the statement that commits it, so it may claim for them.
-        let free = (self.slots + batch + self.refilling).saturating_sub(self.occupied);
+        let capacity = self.capacity();
+        // The batch's places are freed by the statement that commits it, so it may claim for them.
+        let free = (capacity + batch + self.refilling).saturating_sub(self.occupied);
         let limit = if may_claim { free.min(MAX_CLAIM) } else { 0 };
         let worth_it = if self.in_flight.is_empty() {
             batch > 0 || limit > 0
@@ -268,7 +364,7 @@ impl Dispatcher {
             // unrelated results to commit); otherwise let results gather for when the first one returns.
             batch >= MAX_COMPLETIONS
                 || (batch > 0 && self.working() == 0)
-                || limit >= MAX_CLAIM.min(self.slots)
+                || limit >= MAX_CLAIM.min(capacity)
                 || (limit > 0 && self.reserved == 0)
         };
         worth_it.then_some((batch, limit))
@@ -288,10 +384,7 @@ impl Dispatcher {
             })
             .unzip();
         let shared = self.shared.clone();
-        let kinds: Arc<[String]> = match self.shared.pauses.unpaused(&self.kinds) {
-            Some(unpaused) => unpaused.into(),
-            None => self.kinds.clone(),
-        };
+        let (kinds, left_out_full) = self.claimable_kinds();
         let wakes = self.wakes;
         let epoch = self.tenant_epoch;
         let known = self.tenants.as_ref().map(|(tenants, _)| tenants.clone());
@@ -323,10 +416,31 @@ impl Dispatcher {
                 limit,
                 wakes,
                 epoch,
+                left_out_full,
                 found,
                 step,
             }
         }));
+    }
+
+    /// The kinds to claim: those this process runs, without paused kinds and kinds whose running and
+    /// waiting jobs already fill their `max_concurrency`; and whether any was left out for that.
+    fn claimable_kinds(&self) -> (Arc<[String]>, bool) {
+        let unpaused: Arc<[String]> = match self.shared.pauses.unpaused(&self.kinds) {
+            Some(unpaused) => unpaused.into(),
+            None => self.kinds.clone(),
+        };
+        let slots = &self.shared.slots;
+        if !slots.has_kind_limits() {
+            return (unpaused, false);
+        }
+        let with_room: Vec<String> = unpaused
+            .iter()
+            .filter(|kind| !slots.is_full(kind, self.local.waiting(kind)))
+            .cloned()
+            .collect();
+        let left_out = with_room.len() < unpaused.len();
+        (with_room.into(), left_out)
     }
 
     fn answered(&mut self, answer: Answer) {
@@ -335,6 +449,7 @@ impl Dispatcher {
             limit,
             wakes,
             epoch,
+            left_out_full,
             found,
             step,
         } = answer;
@@ -357,13 +472,24 @@ impl Dispatcher {
                 self.error_backoff = FIRST_ERROR_BACKOFF;
                 self.occupied -= waiters.len();
                 if limit > 0 && step.claimed.len() < limit && wakes == self.wakes {
-                    // The queue ran dry; wait for a notification or the next poll.
+                    // The queue ran dry; wait for a notification or the next poll (or for room, if
+                    // kinds were left out for want of it).
                     self.want_jobs = false;
+                    self.waiting_for_room |= left_out_full;
                 }
                 answer_completions(waiters, &step.completed);
                 self.occupied += step.claimed.len();
                 for job in step.claimed {
-                    spawn(&self.shared, &mut self.tasks, job);
+                    // Registered at once, so heartbeats keep the lease alive while the job waits, and
+                    // shutdown finds it to give it back.
+                    let stop = self.shared.running.insert(Lease {
+                        id: job.id,
+                        token: job.lease_token,
+                    });
+                    self.local.push(Waiting { job, stop });
+                }
+                if !self.draining {
+                    self.start_waiting();
                 }
             }
             Err(err) => {
@@ -416,14 +542,4 @@ fn answer_completions(waiters: Vec<Waiter>, completed: &[uuid::Uuid]) {
     for (id, reply) in waiters {
         let _ = reply.send(Ok(completed.contains(&id)));
     }
-}
-
-fn spawn(shared: &Arc<Shared>, tasks: &mut JoinSet<bool>, job: ClaimedJob) {
-    // Registered before the task is spawned: shutdown can abort a task before it first runs, and must
-    // still find the lease to release the job.
-    let stop = shared.running.insert(Lease {
-        id: job.id,
-        token: job.lease_token,
-    });
-    tasks.spawn(executor::execute(shared.clone(), job, stop));
 }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handoff::Finished;
 use super::running::StopReason;
+use super::slots::Slot;
 use super::Shared;
 use crate::attempt::{self, Failure};
 use crate::kinds::{JobContext, JobError, Output};
@@ -47,10 +48,16 @@ impl From<crate::store::Error> for WriteFailed {
     }
 }
 
-/// Runs `job`, which the dispatcher has registered in [`Shared::running`] (`stop` is its token there).
+/// Runs `job`, which the dispatcher has registered in [`Shared::running`] (`stop` is its token there), in
+/// the slot it took for it; the slot is given back as soon as the handler returns.
 ///
-/// Returns true when the job succeeded and the dispatcher wrote its result, which also freed its slot.
-pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, stop: CancellationToken) -> bool {
+/// Returns true when the job succeeded and the dispatcher wrote its result, which also freed its place.
+pub(super) async fn execute(
+    shared: Arc<Shared>,
+    job: ClaimedJob,
+    stop: CancellationToken,
+    slot: Slot,
+) -> bool {
     let lease = Lease {
         id: job.id,
         token: job.lease_token,
@@ -63,7 +70,13 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, stop: Cancella
         .unwrap_or_default();
     crate::metrics::job_started(&job.kind, waited);
     let started = std::time::Instant::now();
-    let outcome = run_handler(&shared, &job, lease, stop).await;
+    let outcome = match shared.running.reason(job.id) {
+        // Told to stop while it waited in the local queue: its handler never starts.
+        Some(StopReason::CancelRequested) => Outcome::Cancelled,
+        Some(reason) => Outcome::Abandoned(reason),
+        None => run_handler(&shared, &job, lease, stop).await,
+    };
+    drop(slot);
     crate::metrics::job_ran(&job.kind, started.elapsed());
     let outcome = match (outcome, shared.running.reason(job.id)) {
         // Whatever the handler returned after losing its lease cannot be written.

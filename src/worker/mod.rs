@@ -2,7 +2,10 @@
 //! back on shutdown.
 //!
 //! - [`dispatch`]: the hot path: writes the results of jobs that succeeded and claims the next batch in
-//!   one statement (never more jobs than free slots), and spawns each job.
+//!   one statement, and starts each job when a slot is free.
+//! - [`slots`]: how many jobs run at once, in all and per kind with a `max_concurrency`; and how far
+//!   ahead to claim.
+//! - [`local_queue`]: claimed jobs waiting for a slot (their leases kept alive, given back on shutdown).
 //! - [`executor`]: runs one job and writes its outcome, fenced by its lease token.
 //! - [`handoff`]: how an executor hands a result to the dispatcher (so neither imports the other).
 //! - [`heartbeat`]: extends every running job's lease in one statement, and notices cancellations and lost
@@ -17,9 +20,11 @@ pub mod executor;
 mod handoff;
 mod heartbeat;
 mod listener;
+mod local_queue;
 pub mod pauses;
 pub mod running;
 pub mod signals;
+mod slots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +106,8 @@ pub(crate) struct Shared {
     pub finished: mpsc::Sender<handoff::Finished>,
     /// Kinds the dispatcher does not claim for now.
     pub pauses: pauses::Pauses,
+    /// How many jobs run at once, in all and per kind.
+    pub slots: Arc<slots::Slots>,
 }
 
 /// A running worker pool. Call [`WorkerPool::shutdown`] to stop it gracefully.
@@ -118,10 +125,12 @@ impl WorkerPool {
     /// Starts the dispatcher (it claims only when `config.slots > 0`), heartbeats and the listener.
     /// Maintenance is a service of its own ([`crate::maintenance`]).
     pub fn start(pool: PgPool, registry: Registry, config: WorkerConfig) -> WorkerPool {
-        // Each running job hands in at most one result at a time.
-        let (finished, results) = mpsc::channel(config.slots.max(1));
+        // Each held job hands in at most one result at a time.
+        let (finished, results) = mpsc::channel(config.slots + slots::MAX_WAITING + 1);
         let (signal_sender, signals) = signals::Signals::new();
+        let slots = slots::Slots::new(config.slots, registry.concurrency_limits());
         let shared = Arc::new(Shared {
+            slots,
             finished,
             pool,
             registry,
@@ -171,27 +180,34 @@ impl WorkerPool {
         self.shared.running.len()
     }
 
-    /// Stops claiming, lets running jobs finish for up to `grace`, then stops the rest and releases them to
-    /// `queued` at once (other replicas pick them up without waiting for the lease to expire).
+    /// Stops claiming, gives claimed jobs that have not started back at once, lets running jobs finish for
+    /// up to `grace`, then stops the rest and releases them to `queued` at once (other replicas pick them up
+    /// without waiting for the lease to expire).
     pub async fn shutdown(mut self, grace: Duration) {
         self.stop_claiming.cancel();
         let running = self.shared.running.len();
         if running > 0 {
             tracing::info!(running, ?grace, "waiting for running jobs to finish");
         }
-        if tokio::time::timeout(grace, &mut self.dispatch)
+        let finished_in_grace = tokio::time::timeout(grace, &mut self.dispatch)
             .await
-            .is_err()
-        {
+            .is_ok();
+        if !finished_in_grace {
             self.stop_now.cancel();
             if let Err(err) = (&mut self.dispatch).await {
                 tracing::error!(error = %err, "the dispatcher ended abnormally");
             }
-            let leases = self.shared.running.leases();
-            tracing::warn!(
-                jobs = leases.len(),
-                "grace period over; releasing unfinished jobs to the queue"
-            );
+        }
+        // Left registered: jobs stopped when the grace period ran out, and jobs that never started if
+        // giving them back failed the first time.
+        let leases = self.shared.running.leases();
+        if !leases.is_empty() {
+            if !finished_in_grace {
+                tracing::warn!(
+                    jobs = leases.len(),
+                    "grace period over; releasing unfinished jobs to the queue"
+                );
+            }
             match crate::store::leases::release_many(&self.shared.pool, &leases).await {
                 Ok(released) => tracing::info!(released = released.len(), "released jobs"),
                 Err(err) => {

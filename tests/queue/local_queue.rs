@@ -1,0 +1,194 @@
+//! Claiming ahead: jobs claimed before a slot is free wait in the worker's local queue. A kind's
+//! `max_concurrency` is honoured before its handler starts (so waiting never spends the attempt timeout),
+//! other kinds pass a kind that has no room, and shutdown gives waiting jobs back at once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jobdock::kinds::{Handler, JobContext, JobError, Output};
+use jobdock::worker::WorkerPool;
+use jobdock::{JobStatus, Registry};
+use serde_json::Value;
+
+use crate::common::{count, eventually};
+use crate::support::*;
+
+/// Wraps a handler with a `max_concurrency`.
+struct Limited<H> {
+    inner: H,
+    max: usize,
+}
+
+#[async_trait]
+impl<H: Handler> Handler for Limited<H> {
+    fn kind(&self) -> &str {
+        self.inner.kind()
+    }
+
+    async fn run(&self, ctx: JobContext, payload: Value) -> Result<Output, JobError> {
+        self.inner.run(ctx, payload).await
+    }
+
+    fn max_concurrency(&self) -> Option<usize> {
+        Some(self.max)
+    }
+}
+
+/// Takes `work` and records the most handlers that ran at once.
+struct Busy {
+    work: Duration,
+    now: AtomicUsize,
+    most: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Handler for Busy {
+    fn kind(&self) -> &str {
+        "busy"
+    }
+
+    async fn run(&self, _ctx: JobContext, _payload: Value) -> Result<Output, JobError> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.work).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(Output::bytes("text/plain", "done"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_at_its_max_concurrency_waits_without_spending_its_timeout_and_other_kinds_pass_it() {
+    let db = Db::new().await;
+    let pool = &db.pool;
+    let most = Arc::new(AtomicUsize::new(0));
+    let busy = Limited {
+        inner: Busy {
+            work: Duration::from_millis(400),
+            now: AtomicUsize::new(0),
+            most: most.clone(),
+        },
+        max: 1,
+    };
+    let (quick, mut quick_events, _gate) = Gate::new("quick", "quick", GateMode::Immediate);
+    // Five jobs of 0.4 s, one at a time, each with a 1 s timeout: the last starts 1.6 s after the
+    // first. Had they waited for room inside their attempts, the later ones would have timed out.
+    let slow: Vec<_> = (0..5)
+        .map(|_| {
+            let mut job = new_job("busy");
+            job.timeout_secs = 1;
+            job.max_attempts = 1;
+            job
+        })
+        .collect();
+    let slow = insert(pool, &slow).await;
+    let workers = WorkerPool::start(
+        pool.clone(),
+        Registry::empty().with(busy).with(quick),
+        config(8, Duration::from_secs(30), Duration::from_millis(10)),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count(pool, "SELECT count(*) FROM jobs WHERE kind = 'busy' AND status = 'succeeded'").await == 1
+        })
+        .await
+    );
+    // Submitted behind four waiting `busy` jobs, and run before them.
+    let quick_id = insert_one(pool, new_job("quick")).await;
+    assert!(matches!(
+        next_event(&mut quick_events, Duration::from_secs(5)).await,
+        Event::Started { id, .. } if id == quick_id
+    ));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            status(pool, quick_id).await == JobStatus::Succeeded
+        })
+        .await
+    );
+    let busy_done = count(
+        pool,
+        "SELECT count(*) FROM jobs WHERE kind = 'busy' AND status = 'succeeded'",
+    )
+    .await;
+    assert!(busy_done < 5, "the quick job waited for every busy one");
+
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(pool, "SELECT count(*) FROM jobs WHERE kind = 'busy' AND status = 'succeeded'").await == 5
+        })
+        .await,
+        "some busy job did not succeed: {:?}",
+        sqlx::query_as::<_, (String, Option<serde_json::Value>)>(
+            "SELECT status::text, error FROM jobs WHERE kind = 'busy' AND status <> 'succeeded'"
+        )
+        .fetch_all(pool)
+        .await
+    );
+    assert_eq!(most.load(Ordering::SeqCst), 1, "ran past max_concurrency");
+    for job in &slow {
+        assert_eq!(get(pool, job.id).await.attempt, 1);
+    }
+    workers.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_jobs_that_have_not_started_go_back_at_once_on_shutdown_while_the_running_one_finishes()
+{
+    let db = Db::new().await;
+    let pool = &db.pool;
+    let (gate, mut events, open) = Gate::new("gated", "finished", GateMode::WaitForGate);
+    let gated = Limited {
+        inner: gate,
+        max: 1,
+    };
+    let ids: Vec<_> = insert(pool, &(0..4).map(|_| new_job("gated")).collect::<Vec<_>>())
+        .await
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    let workers = WorkerPool::start(
+        pool.clone(),
+        Registry::empty().with(gated),
+        config(4, Duration::from_secs(30), Duration::from_millis(10)),
+    );
+    let Event::Started { id: first, .. } = next_event(&mut events, Duration::from_secs(5)).await
+    else {
+        panic!("expected a start");
+    };
+    // All four were claimed in one statement; one runs, three wait for room.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count(pool, "SELECT count(*) FROM jobs WHERE status = 'running'").await == 4
+        })
+        .await
+    );
+    assert_eq!(workers.running(), 4);
+
+    let shutdown = tokio::spawn(workers.shutdown(Duration::from_secs(30)));
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            count(pool, "SELECT count(*) FROM jobs WHERE status = 'queued' AND attempt = 0").await
+                == 3
+        })
+        .await,
+        "the waiting jobs were not given back while the running one still ran"
+    );
+    assert_eq!(status(pool, first).await, JobStatus::Running);
+    assert!(!shutdown.is_finished());
+    open.notify_one();
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown ends once the running job finishes")
+        .expect("shutdown task");
+    assert_eq!(status(pool, first).await, JobStatus::Succeeded);
+    for id in ids.iter().filter(|id| **id != first) {
+        let job = get(pool, *id).await;
+        assert_eq!((job.status, job.attempt), (JobStatus::Queued, 0));
+        assert_eq!(lease_row(pool, *id).await.lease_token, None);
+    }
+    assert!(
+        events.try_recv().is_err(),
+        "a job given back was started anyway"
+    );
+}
