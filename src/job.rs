@@ -90,6 +90,8 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// Where the final monitor is POSTed when the job ends (DESIGN §12); never shown on the monitor.
     pub callback_url: Option<String>,
+    /// Whose job it is (DESIGN §11); not shown on the monitor.
+    pub tenant: String,
 }
 
 /// A validated request to create a job. Built only by [`NewJob::new`] and the API's parsing, so every field

@@ -2,10 +2,11 @@
 //! `GET /metrics` with the `metrics-exporter-prometheus` crate. Queue depth comes from a query every few
 //! seconds, never from a scrape.
 
-use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -112,27 +113,97 @@ pub fn render(pool: &PgPool) -> String {
     handle().map(PrometheusHandle::render).unwrap_or_default()
 }
 
+/// The handles of one kind's series. Made once per kind and process: building a series' key on every
+/// call (allocating its labels and hashing them into the recorder's registry) cost measurable time on
+/// the hot paths. Kinds are the registry's, so the cache is bounded.
+#[derive(Clone)]
+struct KindSeries {
+    submitted: Counter,
+    wait: Histogram,
+    run: Histogram,
+    succeeded: Counter,
+    failed: Counter,
+    cancelled: Counter,
+}
+
+fn kind_series(kind: &str) -> KindSeries {
+    static CACHE: OnceLock<RwLock<HashMap<String, KindSeries>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(series) = read(cache).get(kind) {
+        return series.clone();
+    }
+    // Handles made before the recorder exists would stay no-ops.
+    let _ = handle();
+    let finished = |status: crate::JobStatus| metrics::counter!(JOBS_FINISHED, "kind" => kind.to_owned(), "status" => status.as_str());
+    let series = KindSeries {
+        submitted: metrics::counter!(JOBS_SUBMITTED, "kind" => kind.to_owned()),
+        wait: metrics::histogram!(JOB_WAIT, "kind" => kind.to_owned()),
+        run: metrics::histogram!(JOB_RUN, "kind" => kind.to_owned()),
+        succeeded: finished(crate::JobStatus::Succeeded),
+        failed: finished(crate::JobStatus::Failed),
+        cancelled: finished(crate::JobStatus::Cancelled),
+    };
+    write(cache).insert(kind.to_owned(), series.clone());
+    series
+}
+
+/// A poisoned cache is still a valid cache: entries are inserted whole.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub fn job_submitted(kind: &str) {
-    metrics::counter!(JOBS_SUBMITTED, "kind" => kind.to_owned()).increment(1);
+    kind_series(kind).submitted.increment(1);
 }
 
 pub fn job_finished(kind: &str, status: crate::JobStatus) {
-    metrics::counter!(JOBS_FINISHED, "kind" => kind.to_owned(), "status" => status.as_str())
-        .increment(1);
+    let series = kind_series(kind);
+    match status {
+        crate::JobStatus::Succeeded => series.succeeded.increment(1),
+        crate::JobStatus::Failed => series.failed.increment(1),
+        crate::JobStatus::Cancelled => series.cancelled.increment(1),
+        // Not an end: nothing to count.
+        crate::JobStatus::Queued | crate::JobStatus::Running => {}
+    }
 }
 
 pub fn job_started(kind: &str, waited: Duration) {
-    metrics::histogram!(JOB_WAIT, "kind" => kind.to_owned()).record(waited.as_secs_f64());
+    kind_series(kind).wait.record(waited.as_secs_f64());
 }
 
 pub fn job_ran(kind: &str, ran: Duration) {
-    metrics::histogram!(JOB_RUN, "kind" => kind.to_owned()).record(ran.as_secs_f64());
+    kind_series(kind).run.record(ran.as_secs_f64());
 }
 
-pub fn http_request(route: String, status: u16, took: Duration) {
-    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route).record(took.as_secs_f64());
+/// Records one request of a documented `route` (or `other`). Handles are cached per route and status,
+/// as for kinds; routes are the document's, statuses a few dozen.
+pub fn http_request(route: &str, status: u16, took: Duration) {
+    type Series = (Counter, Histogram);
+    static CACHE: OnceLock<RwLock<HashMap<u16, HashMap<String, Series>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let cached = read(cache)
+        .get(&status)
+        .and_then(|routes| routes.get(route))
+        .cloned();
+    let (requests, duration) = cached.unwrap_or_else(|| {
+        let _ = handle();
+        let series = (
+            metrics::counter!(HTTP_REQUESTS, "route" => route.to_owned(), "status" => status.to_string()),
+            metrics::histogram!(HTTP_DURATION, "route" => route.to_owned()),
+        );
+        write(cache)
+            .entry(status)
+            .or_default()
+            .insert(route.to_owned(), series.clone());
+        series
+    });
+    requests.increment(1);
+    duration.record(took.as_secs_f64());
 }
 
 /// Counts queued and running jobs every few seconds into `jobdock_queue_depth`, until `stop`.

@@ -72,6 +72,23 @@ WITH next AS (SELECT id FROM jobs WHERE tenant = 'default' AND status = 'queued'
 WITH done AS (UPDATE jobs SET status = 'succeeded', finished_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL WHERE status = 'running' AND worker_id = 'pgbench-' || :client_id RETURNING id) INSERT INTO results (job_id, content_type, body) SELECT id, 'application/json', '\\x7b7d' FROM done;
 ";
 
+/// The design's ceiling: a minimal queue table (id, status, payload, the worker holding it) with one partial
+/// index per status it passes through, and a results table. See [`DRAIN_CEILING_DESIGN`].
+pub const MINIMAL_SCHEMA: &str = "\
+CREATE TABLE mini_jobs (id uuid PRIMARY KEY, status text NOT NULL, payload jsonb NOT NULL DEFAULT '{}', worker text);
+CREATE INDEX mini_jobs_queued ON mini_jobs (id) WHERE status = 'queued';
+CREATE INDEX mini_jobs_running ON mini_jobs (worker) WHERE status = 'running';
+CREATE INDEX mini_jobs_succeeded ON mini_jobs (id) WHERE status = 'succeeded';
+CREATE TABLE mini_results (job_id uuid PRIMARY KEY REFERENCES mini_jobs ON DELETE CASCADE, body bytea NOT NULL);
+";
+
+/// [`DRAIN_CEILING`]'s work on [`MINIMAL_SCHEMA`]: claim 500 in one statement, then mark them succeeded
+/// and store their results in a second.
+pub const DRAIN_CEILING_DESIGN: &str = "\
+WITH next AS (SELECT id FROM mini_jobs WHERE status = 'queued' ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED) UPDATE mini_jobs j SET status = 'running', worker = 'pgbench-' || :client_id FROM next WHERE j.id = next.id;
+WITH done AS (UPDATE mini_jobs SET status = 'succeeded', worker = NULL WHERE status = 'running' AND worker = 'pgbench-' || :client_id RETURNING id) INSERT INTO mini_results (job_id, body) SELECT id, '\\x7b7d' FROM done;
+";
+
 /// One job's lifecycle in two commits: insert it; then claim one job and complete it with its result.
 pub const LIFECYCLE: &str = "\
 INSERT INTO jobs (id, kind) VALUES (gen_random_uuid(), 'echo');

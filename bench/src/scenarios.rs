@@ -339,6 +339,36 @@ async fn drain_ceiling(common: &Common, jobs: usize) -> anyhow::Result<f64> {
     Ok(figures.tps * 500.0)
 }
 
+/// The design's ceiling: the same work as [`drain_ceiling`] on a minimal table (see
+/// [`pgbench::MINIMAL_SCHEMA`]); jobs/s.
+async fn drain_design_ceiling(common: &Common, jobs: usize) -> anyhow::Result<f64> {
+    let jobs = jobs.max(CEILING_MIN_JOBS);
+    let database = BenchDatabase::create(&common.database_url).await?;
+    let pool = database.pool().await?;
+    sqlx::raw_sql(pgbench::MINIMAL_SCHEMA)
+        .execute(&pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO mini_jobs (id, status) SELECT gen_random_uuid(), 'queued' FROM generate_series(1, $1)",
+    )
+    .bind(i64::try_from(jobs)?)
+    .execute(&pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE mini_jobs")
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    let transactions = (jobs / 500 / 2).max(1) as u64;
+    let figures = pgbench::run(
+        &database.url,
+        pgbench::DRAIN_CEILING_DESIGN,
+        2,
+        Limit::Transactions(transactions),
+    )?;
+    database.drop_database().await?;
+    Ok(figures.tps * 500.0)
+}
+
 pub async fn drain(common: &Common, args: &DrainArgs) -> anyhow::Result<()> {
     let mut report = Report::new("drain", json!({"jobs": args.jobs, "workers": args.workers}));
     for _ in 0..common.runs {
@@ -346,13 +376,29 @@ pub async fn drain(common: &Common, args: &DrainArgs) -> anyhow::Result<()> {
         let jobs_per_sec = drain_once(&database, args).await?;
         database.drop_database().await?;
         let ceiling = drain_ceiling(common, args.jobs).await?;
-        report.add_run(json!({"jobs_per_sec": jobs_per_sec, "sql_ceiling_jobs_per_sec": ceiling}));
+        let design = drain_design_ceiling(common, args.jobs).await?;
+        report.add_run(
+            json!({"jobs_per_sec": jobs_per_sec, "sql_ceiling_jobs_per_sec": ceiling,
+                              "design_ceiling_jobs_per_sec": design}),
+        );
     }
-    report.finish(&[(
-        "drain_vs_sql_ceiling",
-        "jobs_per_sec",
-        "sql_ceiling_jobs_per_sec",
-    )]);
+    report.finish(&[
+        (
+            "drain_vs_sql_ceiling",
+            "jobs_per_sec",
+            "sql_ceiling_jobs_per_sec",
+        ),
+        (
+            "drain_vs_design_ceiling",
+            "jobs_per_sec",
+            "design_ceiling_jobs_per_sec",
+        ),
+        (
+            "sql_ceiling_vs_design_ceiling",
+            "sql_ceiling_jobs_per_sec",
+            "design_ceiling_jobs_per_sec",
+        ),
+    ]);
     Ok(())
 }
 

@@ -221,17 +221,34 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// The `jobdock` binary: `JOBDOCK_BIN`, or the one cargo built beside this bench
-/// (`cargo build --release --workspace` builds both).
+/// The `jobdock` binary: `JOBDOCK_BIN`, or the one cargo builds beside this bench. Under `cargo run` (which
+/// sets `CARGO`) it is built first, once per run, in this bench's profile: `cargo run -p jobdock-bench` alone
+/// would otherwise measure whatever `jobdock` binary an earlier build left there.
 pub fn jobdock_binary() -> anyhow::Result<std::path::PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     if let Some(path) = std::env::var_os("JOBDOCK_BIN") {
         return Ok(path.into());
     }
     let exe = std::env::current_exe().context("finding the bench binary")?;
-    let path = exe
-        .parent()
-        .context("the bench binary has no folder")?
-        .join("jobdock");
+    let folder = exe.parent().context("the bench binary has no folder")?;
+    let path = folder.join("jobdock");
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        BUILT
+            .get_or_init(|| {
+                let mut build = std::process::Command::new(cargo);
+                build.args(["build", "--quiet", "-p", "jobdock", "--bin", "jobdock"]);
+                if folder.ends_with("release") {
+                    build.arg("--release");
+                }
+                match build.status() {
+                    Ok(status) if status.success() => Ok(()),
+                    Ok(status) => Err(format!("building jobdock failed ({status})")),
+                    Err(err) => Err(format!("running cargo to build jobdock: {err}")),
+                }
+            })
+            .clone()
+            .map_err(anyhow::Error::msg)?;
+    }
     if !path.is_file() {
         bail!(
             "{} is missing: this scenario runs the real server binary; build it with \
@@ -280,7 +297,10 @@ impl JobdockProcess {
     }
 
     /// Starts `jobdock serve` on a free port and waits until `/healthz` answers 200.
-    pub async fn serve(database: &BenchDatabase, args: &[String]) -> anyhow::Result<JobdockProcess> {
+    pub async fn serve(
+        database: &BenchDatabase,
+        args: &[String],
+    ) -> anyhow::Result<JobdockProcess> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let mut listen = vec!["--listen".to_owned(), addr.to_string()];
         listen.extend_from_slice(args);

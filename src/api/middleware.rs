@@ -220,6 +220,8 @@ async fn read_body_within(request: &mut Request, max: usize) -> Result<(), Respo
         return Ok(());
     }
     let mut chunks = body.into_bytes_stream();
+    // A body that arrives in one chunk (the usual case) is kept as it came, not copied.
+    let mut first: Option<bytes::Bytes> = None;
     let mut bytes = Vec::new();
     loop {
         match tokio::time::timeout(BODY_STALL_TIMEOUT, chunks.next()).await {
@@ -236,10 +238,19 @@ async fn read_body_within(request: &mut Request, max: usize) -> Result<(), Respo
             }
             Ok(None) => break,
             Ok(Some(Ok(chunk))) => {
-                if bytes.len() + chunk.len() > max {
+                let held = first.as_ref().map_or(0, |first| first.len()) + bytes.len();
+                if held + chunk.len() > max {
                     return Err(problem_response(Problem::payload_too_large(max)));
                 }
-                bytes.extend_from_slice(&chunk);
+                match first.take() {
+                    None if bytes.is_empty() => first = Some(chunk),
+                    earlier => {
+                        if let Some(earlier) = earlier {
+                            bytes.extend_from_slice(&earlier);
+                        }
+                        bytes.extend_from_slice(&chunk);
+                    }
+                }
             }
             Ok(Some(Err(err))) => {
                 return Err(problem_response(Problem::bad_request(format!(
@@ -248,13 +259,25 @@ async fn read_body_within(request: &mut Request, max: usize) -> Result<(), Respo
             }
         }
     }
-    request.set_body(bytes);
+    match first {
+        Some(only) => request.set_body(only),
+        None => request.set_body(bytes),
+    }
     Ok(())
 }
 
 /// The methods each documented path allows, for the `Allow` header of a 405.
 pub(super) struct AllowedMethods {
-    paths: Vec<(Vec<String>, HeaderValue)>,
+    paths: Vec<DocumentedPath>,
+}
+
+struct DocumentedPath {
+    segments: Vec<String>,
+    /// The path as documented (`/v1/jobs/{id}`): the metric label.
+    route: String,
+    allow: HeaderValue,
+    /// How many segments are parameters: the path with fewer is the better match.
+    parameters: usize,
 }
 
 impl AllowedMethods {
@@ -273,7 +296,13 @@ impl AllowedMethods {
             }
             methods.sort();
             if let Ok(allow) = HeaderValue::from_str(&methods.join(", ")) {
-                paths.push((segments(path), allow));
+                let segments: Vec<String> = segments(path).map(str::to_owned).collect();
+                paths.push(DocumentedPath {
+                    route: format!("/{}", segments.join("/")),
+                    parameters: segments.iter().filter(|s| is_parameter(s)).count(),
+                    segments,
+                    allow,
+                });
             }
         }
         AllowedMethods { paths }
@@ -281,39 +310,40 @@ impl AllowedMethods {
 
     /// The documented path a request path matches (`/v1/jobs/{id}`), or `other`: a metric label that
     /// cannot grow with the ids in URLs.
-    pub(super) fn route_of(&self, path: &str) -> String {
+    pub(super) fn route_of(&self, path: &str) -> &str {
         self.matching(path)
-            .map(|(template, _)| format!("/{}", template.join("/")))
-            .unwrap_or_else(|| "other".to_owned())
+            .map_or("other", |documented| documented.route.as_str())
     }
 
     /// The `Allow` value for a request path: template segments (`{id}`) match any one segment.
     fn for_path(&self, path: &str) -> Option<HeaderValue> {
-        self.matching(path).map(|(_, allow)| allow.clone())
+        self.matching(path)
+            .map(|documented| documented.allow.clone())
     }
 
-    fn matching(&self, path: &str) -> Option<&(Vec<String>, HeaderValue)> {
-        let wanted = segments(path);
-        let is_parameter = |segment: &String| segment.starts_with('{');
+    fn matching(&self, path: &str) -> Option<&DocumentedPath> {
+        let wanted = segments(path).count();
         self.paths
             .iter()
-            .filter(|(template, _)| {
-                template.len() == wanted.len()
-                    && template
+            .filter(|documented| {
+                documented.segments.len() == wanted
+                    && documented
+                        .segments
                         .iter()
-                        .zip(&wanted)
+                        .zip(segments(path))
                         .all(|(t, w)| is_parameter(t) || t == w)
             })
             // `/v1/jobs/batch` is a better match for itself than `/v1/jobs/{id}`.
-            .min_by_key(|(template, _)| template.iter().filter(|t| is_parameter(t)).count())
+            .min_by_key(|documented| documented.parameters)
     }
 }
 
-fn segments(path: &str) -> Vec<String> {
-    path.trim_matches('/')
-        .split('/')
-        .map(str::to_owned)
-        .collect()
+fn is_parameter(segment: &str) -> bool {
+    segment.starts_with('{')
+}
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.trim_matches('/').split('/')
 }
 
 pub(super) fn problem_response(problem: Problem) -> Response {

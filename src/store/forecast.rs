@@ -34,28 +34,24 @@ pub async fn kind_pace(pool: &PgPool, kind: &str) -> super::Result<KindPace> {
     Ok(KindPace { run_secs, running })
 }
 
-/// Queued jobs of the same queue that the claim takes before job `id` (same tenant: other tenants take
-/// turns with it), counting at most [`MAX_QUEUE_POSITION`] jobs of any queue; `None` unless `id` is queued.
-pub async fn queue_position(pool: &PgPool, id: Uuid) -> super::Result<Option<i64>> {
-    // Two range scans of the claim index (higher priority; same priority, earlier in order), so the count
-    // reads only entries ahead of the job.
-    let position: Option<i64> = sqlx::query_scalar(
-        "WITH me AS (SELECT tenant, queue, priority, run_at, id FROM jobs WHERE id = $1 AND status = 'queued') \
-         SELECT (SELECT count(*) FILTER (WHERE ahead.queue = me.queue) FROM ( \
-                   (SELECT j.queue FROM jobs j \
-                     WHERE j.status = 'queued' AND j.tenant = me.tenant AND j.priority > me.priority \
-                     LIMIT $2) \
-                   UNION ALL \
-                   (SELECT j.queue FROM jobs j \
-                     WHERE j.status = 'queued' AND j.tenant = me.tenant AND j.priority = me.priority \
-                       AND (j.run_at, j.id) < (me.run_at, me.id) \
-                     LIMIT $2) \
-                   LIMIT $2) ahead) \
-         FROM me",
+/// A queued job's place in the claim order: what [`queue_order`] reads.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueuedKey {
+    pub priority: i32,
+    pub run_at: chrono::DateTime<chrono::Utc>,
+    pub id: Uuid,
+    pub queue: String,
+}
+
+/// The first [`MAX_QUEUE_POSITION`] queued jobs of `tenant` in claim order (priority, then `run_at`, then
+/// id): one range scan of the claim index. Other tenants take turns with it, so they are not ahead.
+pub async fn queue_order(pool: &PgPool, tenant: &str) -> super::Result<Vec<QueuedKey>> {
+    Ok(sqlx::query_as(
+        "SELECT priority, run_at, id, queue FROM jobs WHERE status = 'queued' AND tenant = $1 \
+         ORDER BY priority DESC, run_at, id LIMIT $2",
     )
-    .bind(id)
+    .bind(tenant)
     .bind(MAX_QUEUE_POSITION)
-    .fetch_optional(pool)
-    .await?;
-    Ok(position)
+    .fetch_all(pool)
+    .await?)
 }

@@ -35,7 +35,7 @@ pub mod watch;
 macro_rules! job_columns {
     () => {
         "id, kind, queue, status, priority, run_at, attempt, max_attempts, timeout_secs, progress, \
-         error, cancel_requested, created_at, updated_at, started_at, finished_at, callback_url"
+         error, cancel_requested, created_at, updated_at, started_at, finished_at, callback_url, tenant"
     };
 }
 pub(crate) use job_columns;

@@ -195,9 +195,8 @@ impl Dispatcher {
     /// Jobs running their handler, or about to write an outcome other than a success: neither waiting for
     /// a slot, nor handed in a result, nor being claimed.
     fn working(&self) -> usize {
-        self.occupied.saturating_sub(
-            self.reserved + self.completing + self.pending.len() + self.local.len(),
-        )
+        self.occupied
+            .saturating_sub(self.reserved + self.completing + self.pending.len() + self.local.len())
     }
 
     fn drained(&self) -> bool {
@@ -221,7 +220,8 @@ impl Dispatcher {
     fn start_waiting(&mut self) {
         let slots = &self.shared.slots;
         while slots.free() > 0 {
-            let Some(Waiting { job, stop }) = self.local.pop_startable(|kind| slots.has_room_for(kind))
+            let Some(Waiting { job, stop }) =
+                self.local.pop_startable(|kind| slots.has_room_for(kind))
             else {
                 return;
             };

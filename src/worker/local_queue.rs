@@ -122,7 +122,9 @@ mod tests {
         queue.push(job("exec"));
         queue.push(job("exec"));
         queue.push(job("echo"));
-        let next = queue.pop_startable(|kind| kind != "exec").map(|w| w.job.kind);
+        let next = queue
+            .pop_startable(|kind| kind != "exec")
+            .map(|w| w.job.kind);
         assert_eq!(next.as_deref(), Some("echo"));
         assert!(queue.pop_startable(|kind| kind != "exec").is_none());
         assert_eq!(queue.waiting("exec"), 2);

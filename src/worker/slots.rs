@@ -208,7 +208,10 @@ mod tests {
         let _one = slots.take("exec");
         assert!(!slots.is_full("exec", 1));
         assert!(slots.is_full("exec", 2));
-        assert!(!slots.is_full("echo", 100), "a kind without a limit is never full");
+        assert!(
+            !slots.is_full("echo", 100),
+            "a kind without a limit is never full"
+        );
     }
 
     #[test]

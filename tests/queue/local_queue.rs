@@ -59,7 +59,8 @@ impl Handler for Busy {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kind_at_its_max_concurrency_waits_without_spending_its_timeout_and_other_kinds_pass_it() {
+async fn a_kind_at_its_max_concurrency_waits_without_spending_its_timeout_and_other_kinds_pass_it()
+{
     let db = Db::new().await;
     let pool = &db.pool;
     let most = Arc::new(AtomicUsize::new(0));
@@ -90,7 +91,12 @@ async fn a_kind_at_its_max_concurrency_waits_without_spending_its_timeout_and_ot
     );
     assert!(
         eventually(Duration::from_secs(5), || async {
-            count(pool, "SELECT count(*) FROM jobs WHERE kind = 'busy' AND status = 'succeeded'").await == 1
+            count(
+                pool,
+                "SELECT count(*) FROM jobs WHERE kind = 'busy' AND status = 'succeeded'",
+            )
+            .await
+                == 1
         })
         .await
     );
@@ -115,7 +121,12 @@ async fn a_kind_at_its_max_concurrency_waits_without_spending_its_timeout_and_ot
 
     assert!(
         eventually(Duration::from_secs(10), || async {
-            count(pool, "SELECT count(*) FROM jobs WHERE kind = 'busy' AND status = 'succeeded'").await == 5
+            count(
+                pool,
+                "SELECT count(*) FROM jobs WHERE kind = 'busy' AND status = 'succeeded'",
+            )
+            .await
+                == 5
         })
         .await,
         "some busy job did not succeed: {:?}",
@@ -133,8 +144,8 @@ async fn a_kind_at_its_max_concurrency_waits_without_spending_its_timeout_and_ot
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claimed_jobs_that_have_not_started_go_back_at_once_on_shutdown_while_the_running_one_finishes()
-{
+async fn claimed_jobs_that_have_not_started_go_back_at_once_on_shutdown_while_the_running_one_finishes(
+) {
     let db = Db::new().await;
     let pool = &db.pool;
     let (gate, mut events, open) = Gate::new("gated", "finished", GateMode::WaitForGate);
@@ -168,7 +179,11 @@ async fn claimed_jobs_that_have_not_started_go_back_at_once_on_shutdown_while_th
     let shutdown = tokio::spawn(workers.shutdown(Duration::from_secs(30)));
     assert!(
         eventually(Duration::from_secs(3), || async {
-            count(pool, "SELECT count(*) FROM jobs WHERE status = 'queued' AND attempt = 0").await
+            count(
+                pool,
+                "SELECT count(*) FROM jobs WHERE status = 'queued' AND attempt = 0",
+            )
+            .await
                 == 3
         })
         .await,

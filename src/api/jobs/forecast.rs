@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::job::{Job, JobStatus};
-use crate::store::{self, forecast::KindPace};
+use crate::store;
+use crate::store::forecast::{KindPace, QueuedKey, MAX_QUEUE_POSITION};
 
 /// How long a kind's pace is reused before it is read again.
 const PACE_TTL: Duration = Duration::from_secs(5);
@@ -38,10 +39,23 @@ impl Forecast {
     }
 }
 
-/// Kinds' paces, each read at most once per [`PACE_TTL`] by this process. Cheap to clone.
+/// How long a tenant's queue order is reused before it is read again.
+const ORDER_TTL: Duration = Duration::from_secs(1);
+
+/// Kinds' paces, each read at most once per [`PACE_TTL`] by this process, and tenants' queue orders, each
+/// read at most once per [`ORDER_TTL`]. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Paces {
     known: Arc<Mutex<HashMap<String, (Instant, KindPace)>>>,
+    orders: Arc<Mutex<HashMap<String, QueueOrder>>>,
+}
+
+/// A tenant's first queued jobs in claim order, as read at `read_at`.
+struct QueueOrder {
+    read_at: Instant,
+    keys: Arc<Vec<QueuedKey>>,
+    /// A request is reading it again; others use this one meanwhile.
+    refreshing: bool,
 }
 
 impl Paces {
@@ -85,11 +99,64 @@ impl Paces {
         }
         let pace = self.of(pool, &job.kind).await?;
         let position = match job.status {
-            JobStatus::Queued => store::forecast::queue_position(pool, job.id).await?,
+            JobStatus::Queued => Some(position_in(&self.order(pool, &job.tenant).await?, job)),
             _ => None,
         };
         Ok(forecast(job, pace, position, Utc::now()))
     }
+
+    /// `tenant`'s queue order, read at most once per [`ORDER_TTL`]: a status poll of a queued job then
+    /// costs no query of its own (counting the jobs ahead of each one cost more than the rest of the
+    /// request). Up to a second old: jobs claimed since still count as ahead.
+    async fn order(&self, pool: &PgPool, tenant: &str) -> store::Result<Arc<Vec<QueuedKey>>> {
+        {
+            let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(order) = orders.get_mut(tenant) {
+                if order.read_at.elapsed() < ORDER_TTL || order.refreshing {
+                    return Ok(order.keys.clone());
+                }
+                order.refreshing = true;
+            }
+        }
+        let read = store::forecast::queue_order(pool, tenant).await;
+        let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+        match read {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                orders.insert(
+                    tenant.to_owned(),
+                    QueueOrder {
+                        read_at: Instant::now(),
+                        keys: keys.clone(),
+                        refreshing: false,
+                    },
+                );
+                Ok(keys)
+            }
+            Err(err) => {
+                if let Some(order) = orders.get_mut(tenant) {
+                    order.refreshing = false;
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// How many jobs of `job`'s queue the claim takes before it, in `order` (its tenant's first queued jobs in
+/// claim order); [`MAX_QUEUE_POSITION`] when `order` is full and `job` comes after all of it.
+fn position_in(order: &[QueuedKey], job: &Job) -> i64 {
+    let ahead = order.partition_point(|key| {
+        key.priority > job.priority
+            || (key.priority == job.priority && (key.run_at, key.id) < (job.run_at, job.id))
+    });
+    if ahead == order.len() && order.len() as i64 >= MAX_QUEUE_POSITION {
+        return MAX_QUEUE_POSITION;
+    }
+    order[..ahead]
+        .iter()
+        .filter(|key| key.queue == job.queue)
+        .count() as i64
 }
 
 /// The forecast for `job` at `now`, given its kind's pace and its place in line.
@@ -163,6 +230,7 @@ mod tests {
             started_at: Some(now - chrono::Duration::seconds(2)),
             finished_at: None,
             callback_url: None,
+            tenant: crate::tenant::DEFAULT_TENANT.to_owned(),
         }
     }
 
@@ -224,6 +292,31 @@ mod tests {
             forecast.estimated_finish_at,
             Some(now + chrono::Duration::seconds(6))
         );
+    }
+
+    #[test]
+    fn the_position_counts_the_same_queue_ahead_by_priority_then_age_even_for_a_job_read_later() {
+        let now = Utc::now();
+        let key = |priority: i32, secs: i64, queue: &str| QueuedKey {
+            priority,
+            run_at: now + chrono::Duration::seconds(secs),
+            id: uuid::Uuid::now_v7(),
+            queue: queue.to_owned(),
+        };
+        let order = vec![
+            key(10, 5, "default"),
+            key(0, 0, "default"),
+            key(0, 1, "other"),
+            key(0, 2, "default"),
+        ];
+        let mut mine = job(JobStatus::Queued, now);
+        // Not in the order (submitted after it was read), behind all of it.
+        mine.run_at = now + chrono::Duration::seconds(3);
+        assert_eq!(position_in(&order, &mine), 3);
+        mine.queue = "other".to_owned();
+        assert_eq!(position_in(&order, &mine), 1);
+        mine.priority = 20;
+        assert_eq!(position_in(&order, &mine), 0);
     }
 
     #[test]
