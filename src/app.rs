@@ -115,7 +115,8 @@ impl Application {
             state
                 .with_settings(&self.settings)
                 .with_auth(self.auth.clone())
-                .with_signals(workers.signals(), stop.clone()),
+                .with_signals(workers.signals(), stop.clone())
+                .with_intake(workers.intake()),
             self.settings.max_body_bytes,
         );
         let depth = crate::metrics::count_depth(self.pool.clone(), stop.clone());

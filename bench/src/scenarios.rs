@@ -348,12 +348,20 @@ async fn drain_design_ceiling(common: &Common, jobs: usize) -> anyhow::Result<f6
     sqlx::raw_sql(pgbench::MINIMAL_SCHEMA)
         .execute(&pool)
         .await?;
-    sqlx::query(
-        "INSERT INTO mini_jobs (id, status) SELECT gen_random_uuid(), 'queued' FROM generate_series(1, $1)",
-    )
-    .bind(i64::try_from(jobs)?)
-    .execute(&pool)
-    .await?;
+    // Time-ordered ids, as jobdock's: random ones would scatter every index write (and its WAL).
+    let mut left = jobs;
+    while left > 0 {
+        let ids: Vec<uuid::Uuid> = (0..left.min(10_000))
+            .map(|_| uuid::Uuid::now_v7())
+            .collect();
+        left -= ids.len();
+        sqlx::query(
+            "INSERT INTO mini_jobs (id, status) SELECT id, 'queued' FROM unnest($1::uuid[]) AS t(id)",
+        )
+        .bind(&ids)
+        .execute(&pool)
+        .await?;
+    }
     sqlx::query("VACUUM ANALYZE mini_jobs")
         .execute(&pool)
         .await?;
@@ -544,6 +552,9 @@ async fn pickup_round(database: &BenchDatabase, probes: usize) -> anyhow::Result
     Ok((p50, p99, baseline.latency_ms))
 }
 
+/// Probes sent before the measured ones.
+const PICKUP_WARM_UP: usize = 20;
+
 /// The probe channel is process-wide, so every pickup in this process shares one receiver.
 async fn pickup_probes(database: &BenchDatabase, probes: usize) -> anyhow::Result<Vec<Duration>> {
     static RECEIVER: OnceLock<tokio::sync::Mutex<mpsc::UnboundedReceiver<Duration>>> =
@@ -560,7 +571,9 @@ async fn pickup_probes(database: &BenchDatabase, probes: usize) -> anyhow::Resul
     // Let the workers settle into their idle wait first.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut latencies = Vec::with_capacity(probes);
-    for _ in 0..probes {
+    // The first probes prepare statements on the pool's connections and make the metric series: not
+    // what an idle server's pickup costs. They are run and not counted.
+    for probe in 0..PICKUP_WARM_UP + probes {
         let sent_us = epoch().elapsed().as_micros() as u64;
         let body = json!({"kind": "bench_probe", "payload": {"sent_us": sent_us}}).to_string();
         let status = connection
@@ -573,7 +586,9 @@ async fn pickup_probes(database: &BenchDatabase, probes: usize) -> anyhow::Resul
             .await
             .context("a probe job never started")?
             .context("probe channel closed")?;
-        latencies.push(latency);
+        if probe >= PICKUP_WARM_UP {
+            latencies.push(latency);
+        }
     }
     server.stop().await?;
     Ok(latencies)

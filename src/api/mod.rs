@@ -68,6 +68,8 @@ pub struct ApiState {
     pub paces: jobs::forecast::Paces,
     /// `[webhooks]`: which callback URLs submissions may carry.
     pub webhooks: std::sync::Arc<crate::webhooks::WebhookSettings>,
+    /// This process's workers, which take a submitted job directly while they are idle.
+    pub intake: Option<crate::worker::intake::Intake>,
 }
 
 impl ApiState {
@@ -93,7 +95,14 @@ impl ApiState {
             watchers: Default::default(),
             paces: Default::default(),
             webhooks: Default::default(),
+            intake: None,
         }
+    }
+
+    /// Hands submitted jobs straight to `intake`'s workers while they are idle.
+    pub fn with_intake(mut self, intake: crate::worker::intake::Intake) -> ApiState {
+        self.intake = Some(intake);
+        self
     }
 
     /// Asks callers for API keys as `auth` says.

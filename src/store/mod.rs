@@ -7,6 +7,7 @@
 //! - [`forecast`]: run times, running counts and queue positions, for forecasts of when a job finishes.
 //! - [`deliveries`]: webhook deliveries: claimed, retried, shown on the monitor.
 //! - [`external`]: the external workers' claims, heartbeats and completions over HTTP.
+//! - [`intake`]: a job stored and claimed in one commit by an idle `serve` process.
 //! - [`kind_pauses`]: kinds paused by their upstream's back-pressure.
 //! - [`leases`]: claiming, heartbeats, completion, failure and release (the workers' side, fenced by the
 //!   lease token).
@@ -22,6 +23,7 @@ pub mod deliveries;
 pub mod error;
 pub mod external;
 pub mod forecast;
+pub mod intake;
 pub mod jobs;
 pub mod kind_pauses;
 pub mod leases;

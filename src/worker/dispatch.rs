@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::handoff::{Completed, Finished};
+use super::intake::Handed;
 use super::local_queue::{LocalQueue, Waiting};
 use super::slots::Pace;
 use super::{executor, Shared};
@@ -77,7 +78,12 @@ struct Answer {
 
 /// Runs until every job has ended after [`Stop::claiming`], or until [`Stop::now`]. Jobs still registered
 /// in [`Shared::running`] when it returns are for shutdown to release.
-pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>, stop: Stop) {
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    finished: mpsc::Receiver<Finished>,
+    intake: mpsc::UnboundedReceiver<Handed>,
+    stop: Stop,
+) {
     let mut poll = tokio::time::interval(shared.config.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dispatcher = Dispatcher {
@@ -88,6 +94,7 @@ pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>,
         waiting_for_room: false,
         shared,
         finished,
+        intake,
         tasks: JoinSet::new(),
         in_flight: FuturesUnordered::new(),
         pending: Vec::new(),
@@ -121,6 +128,7 @@ pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>,
             dispatcher.send(batch, limit);
             continue;
         }
+        dispatcher.publish_idle();
         let backoff_over = async {
             match dispatcher.claim_after {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -135,6 +143,7 @@ pub(super) async fn run(shared: Arc<Shared>, finished: mpsc::Receiver<Finished>,
             _ = stop.claiming.cancelled(), if !dispatcher.draining => dispatcher.draining = true,
             Some(answer) = dispatcher.in_flight.next() => dispatcher.answered(answer),
             Some(done) = dispatcher.finished.recv() => dispatcher.pending.push(done),
+            Some(handed) = dispatcher.intake.recv() => dispatcher.handed(handed),
             Some(ended) = dispatcher.tasks.join_next(), if !dispatcher.tasks.is_empty() => {
                 dispatcher.task_ended(ended);
             }
@@ -153,6 +162,8 @@ struct Dispatcher {
     shared: Arc<Shared>,
     kinds: Arc<[String]>,
     finished: mpsc::Receiver<Finished>,
+    /// Jobs the API stored and claimed for this pool.
+    intake: mpsc::UnboundedReceiver<Handed>,
     /// Claimed jobs waiting for a slot.
     local: LocalQueue,
     /// Sizes the local queue.
@@ -201,6 +212,7 @@ impl Dispatcher {
 
     fn drained(&self) -> bool {
         self.draining
+            && self.intake.is_empty()
             && self.tasks.is_empty()
             && self.in_flight.is_empty()
             && self.pending.is_empty()
@@ -231,6 +243,37 @@ impl Dispatcher {
                 self.local.push(Waiting { job, stop });
                 return;
             };
+            self.tasks
+                .spawn(executor::execute(self.shared.clone(), job, stop, slot));
+        }
+    }
+
+    /// Tells the API whether it may hand jobs over ([`super::intake`]): only while the last claim found
+    /// nothing, no claim is in flight and no claimed job waits, so no queued job is passed over. Results
+    /// being written do not matter.
+    fn publish_idle(&self) {
+        let idle = !self.want_jobs
+            && !self.draining
+            && self.reserved == 0
+            && self.local.is_empty()
+            && self.claim_after.is_none();
+        self.shared
+            .idle
+            .store(idle, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A job the API stored and claimed for this pool, in a slot it reserved.
+    fn handed(&mut self, Handed { job, slot }: Handed) {
+        self.occupied += 1;
+        let stop = self.shared.running.insert(Lease {
+            id: job.id,
+            token: job.lease_token,
+        });
+        if self.draining {
+            // Given back with the other waiting jobs at the next turn.
+            drop(slot);
+            self.local.push(Waiting { job, stop });
+        } else {
             self.tasks
                 .spawn(executor::execute(self.shared.clone(), job, stop, slot));
         }

@@ -6,6 +6,7 @@
 //! - [`slots`]: how many jobs run at once, in all and per kind with a `max_concurrency`; and how far
 //!   ahead to claim.
 //! - [`local_queue`]: claimed jobs waiting for a slot (their leases kept alive, given back on shutdown).
+//! - [`intake`]: jobs the API of the same process stores and claims in one commit while the workers idle.
 //! - [`executor`]: runs one job and writes its outcome, fenced by its lease token.
 //! - [`handoff`]: how an executor hands a result to the dispatcher (so neither imports the other).
 //! - [`heartbeat`]: extends every running job's lease in one statement, and notices cancellations and lost
@@ -19,6 +20,7 @@ mod dispatch;
 pub mod executor;
 mod handoff;
 mod heartbeat;
+pub mod intake;
 mod listener;
 mod local_queue;
 pub mod pauses;
@@ -108,6 +110,9 @@ pub(crate) struct Shared {
     pub pauses: pauses::Pauses,
     /// How many jobs run at once, in all and per kind.
     pub slots: Arc<slots::Slots>,
+    /// The dispatcher found nothing to claim and has nothing in flight: the API may hand it jobs
+    /// ([`intake`]).
+    pub idle: std::sync::atomic::AtomicBool,
 }
 
 /// A running worker pool. Call [`WorkerPool::shutdown`] to stop it gracefully.
@@ -119,6 +124,7 @@ pub struct WorkerPool {
     dispatch: tokio::task::JoinHandle<()>,
     background: JoinSet<()>,
     signals: signals::Signals,
+    intake: intake::Intake,
 }
 
 impl WorkerPool {
@@ -131,6 +137,7 @@ impl WorkerPool {
         let slots = slots::Slots::new(config.slots, registry.concurrency_limits());
         let shared = Arc::new(Shared {
             slots,
+            idle: std::sync::atomic::AtomicBool::new(false),
             finished,
             pool,
             registry,
@@ -158,8 +165,16 @@ impl WorkerPool {
             claiming: stop_claiming.clone(),
             now: stop_now.clone(),
         };
-        let dispatch = tokio::spawn(dispatch::run(shared.clone(), results, stop));
+        let (handed, intake_receiver) = mpsc::unbounded_channel();
+        let intake = intake::Intake::new(shared.clone(), handed);
+        let dispatch = tokio::spawn(dispatch::run(
+            shared.clone(),
+            results,
+            intake_receiver,
+            stop,
+        ));
         WorkerPool {
+            intake,
             shared,
             stop_claiming,
             stop_now,
@@ -173,6 +188,11 @@ impl WorkerPool {
     /// Hints that jobs are due, from this pool's LISTEN connection, for other waiters in the process.
     pub fn signals(&self) -> signals::Signals {
         self.signals.clone()
+    }
+
+    /// Where the API of the same process hands jobs it stores while these workers are idle.
+    pub fn intake(&self) -> intake::Intake {
+        self.intake.clone()
     }
 
     /// How many jobs are running in this pool right now.

@@ -35,6 +35,12 @@ impl Pauses {
         *entry = (*entry).max(until);
     }
 
+    /// Whether `kind` is paused now.
+    pub fn is_paused(&self, kind: &str) -> bool {
+        let pauses = self.lock();
+        pauses.get(kind).is_some_and(|until| *until > Utc::now())
+    }
+
     /// `kinds` without those paused now; `None` when none is paused (the common case: no allocation).
     pub fn unpaused(&self, kinds: &[String]) -> Option<Vec<String>> {
         let mut pauses = self.lock();

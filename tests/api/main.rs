@@ -11,6 +11,7 @@ mod exec_kind;
 mod forecast;
 mod health;
 mod http_kind;
+mod intake;
 mod keys;
 mod kinds;
 mod list_batch;

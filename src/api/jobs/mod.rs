@@ -121,6 +121,22 @@ impl JobsApi {
         }
         let inserted = if job.idempotency.is_some() {
             store::jobs::insert_one(&self.state.pool, &job).await
+        } else if let Some(reservation) = self.idle_worker_for(&job) {
+            // Stored and claimed by this process's idle workers in one commit: it starts at once.
+            let stored = store::intake::insert_started(
+                &self.state.pool,
+                &job,
+                reservation.lease(),
+                reservation.worker_id(),
+            )
+            .await;
+            match stored {
+                Ok((accepted, claimed)) => {
+                    reservation.start(claimed).await;
+                    Ok(Inserted::Created(accepted))
+                }
+                Err(err) => Err(err),
+            }
         } else {
             match self.state.groups.insert(job).await {
                 Ok(job) => Ok(Inserted::Created(job)),
@@ -514,6 +530,18 @@ impl JobsApi {
 }
 
 impl JobsApi {
+    /// A slot of this process's workers for `job`, when they are idle and it is due now (see
+    /// [`crate::worker::intake`]).
+    fn idle_worker_for(
+        &self,
+        job: &crate::job::NewJob,
+    ) -> Option<crate::worker::intake::Reservation> {
+        if job.run_at.is_some_and(|at| at > chrono::Utc::now()) {
+            return None;
+        }
+        self.state.intake.as_ref()?.reserve(&job.kind, &job.tenant)
+    }
+
     /// Checks the job's `callback_url` against `[webhooks]` and stores it in its normal form.
     async fn check_callback(&self, job: &mut crate::job::NewJob) -> Result<(), String> {
         if let Some(url) = job.callback_url.take() {

@@ -1,0 +1,85 @@
+//! The intake: a job submitted to a `serve` process whose workers are idle is stored and claimed in one
+//! commit (so its `started_at` is its `created_at`: one transaction, one `now()`), and every job that
+//! might have something ahead of it goes through the queue as usual.
+
+use std::time::Duration;
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::common::*;
+
+/// Whether the job was claimed in the transaction that stored it.
+async fn started_in_its_own_commit(app: &TestApp, id: Uuid) -> bool {
+    sqlx::query_scalar("SELECT started_at = created_at FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("job row")
+}
+
+#[tokio::test]
+async fn a_job_submitted_to_idle_workers_starts_in_the_commit_that_stores_it() {
+    let app = spawn_app().await;
+    // Idle once the workers' first claim has found nothing; submit until a job finds them so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let response = app
+            .post_job(json!({"kind": "echo", "payload": {"n": 1}}))
+            .await;
+        assert_eq!(response.status(), 202);
+        let body: serde_json::Value = response.json().await.unwrap();
+        // The answer shows the job as it was accepted.
+        assert_eq!(body["status"], "queued", "{body}");
+        assert_eq!(body["attempt"], 0, "{body}");
+        let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+        app.wait_for_status(id, "succeeded").await;
+        if started_in_its_own_commit(&app, id).await {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job was ever started in the commit that stored it"
+        );
+    };
+    let response = app.get_result(id).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap(),
+        json!({"n": 1})
+    );
+    let attempts: i32 = sqlx::query_scalar("SELECT attempt FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1);
+}
+
+#[tokio::test]
+async fn jobs_of_a_capped_tenant_or_scheduled_later_go_through_the_queue() {
+    let app = spawn_app_with(|settings| {
+        settings
+            .tenants
+            .push(jobdock::config::file::TenantSettings {
+                name: "default".to_owned(),
+                max_running: Some(4),
+            })
+    })
+    .await;
+    for _ in 0..5 {
+        let id = app.submit(json!({"kind": "echo"})).await;
+        app.wait_for_status(id, "succeeded").await;
+        assert!(
+            !started_in_its_own_commit(&app, id).await,
+            "a capped tenant's job skipped the claim that counts its running jobs"
+        );
+    }
+
+    let app = spawn_app().await;
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let id = app.submit(json!({"kind": "echo", "run_at": soon})).await;
+    assert_eq!(app.monitor(id).await["status"], "queued");
+    app.wait_for_status(id, "succeeded").await;
+    assert!(!started_in_its_own_commit(&app, id).await);
+}
