@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::http;
 use crate::pgbench::{self, Limit};
 use crate::report::{percentiles, Report};
-use crate::target::{BenchDatabase, JobdockProcess, Server, ServerProcess};
+use crate::target::{BenchDatabase, JobdockProcess, Server};
 use crate::Common;
 
 #[derive(Debug, Clone, Args)]
@@ -156,6 +156,11 @@ async fn http_load(
 }
 
 /// The submit request every HTTP scenario sends: an `echo` job with an empty payload.
+/// The real `jobdock serve` with its defaults but no workers: the API alone, as these scenarios measure.
+async fn api_only(database: &BenchDatabase) -> anyhow::Result<JobdockProcess> {
+    JobdockProcess::serve(database, &["--workers".to_owned(), "0".to_owned()]).await
+}
+
 fn submit_request(addr: SocketAddr) -> Arc<Vec<Vec<u8>>> {
     Arc::new(vec![http::post_json(
         addr,
@@ -171,9 +176,10 @@ pub async fn submit(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
     );
     for _ in 0..common.runs {
         let database = BenchDatabase::create(&common.database_url).await?;
-        let server = ServerProcess::start(&database, 0).await?;
-        let requests = submit_request(server.addr);
-        let load = http_load(server.addr, args.concurrency, args.seconds, 202, requests).await?;
+        let server = api_only(&database).await?;
+        let addr = server.addr()?;
+        let requests = submit_request(addr);
+        let load = http_load(addr, args.concurrency, args.seconds, 202, requests).await?;
         server.stop().await?;
         database.drop_database().await?;
         let baseline_db = BenchDatabase::create(&common.database_url).await?;
@@ -208,13 +214,14 @@ pub async fn submit_batch(common: &Common, args: &SubmitArgs) -> anyhow::Result<
     let batch: Value = json!({"jobs": vec![json!({"kind": "echo"}); 1000]});
     for _ in 0..common.runs {
         let database = BenchDatabase::create(&common.database_url).await?;
-        let server = ServerProcess::start(&database, 0).await?;
+        let server = api_only(&database).await?;
+        let addr = server.addr()?;
         let requests = Arc::new(vec![http::post_json(
-            server.addr,
+            addr,
             "/v1/jobs/batch",
             &batch.to_string(),
         )]);
-        let load = http_load(server.addr, concurrency, args.seconds, 202, requests).await?;
+        let load = http_load(addr, concurrency, args.seconds, 202, requests).await?;
         server.stop().await?;
         database.drop_database().await?;
         let baseline_db = BenchDatabase::create(&common.database_url).await?;
@@ -611,13 +618,14 @@ pub async fn status(common: &Common, args: &SubmitArgs) -> anyhow::Result<()> {
                 .collect(),
         );
         pool.close().await;
-        let server = ServerProcess::start(&database, 0).await?;
+        let server = api_only(&database).await?;
+        let addr = server.addr()?;
         let requests = Arc::new(
             ids.iter()
-                .map(|id| http::get(server.addr, &format!("/v1/jobs/{id}")))
+                .map(|id| http::get(addr, &format!("/v1/jobs/{id}")))
                 .collect(),
         );
-        let load = http_load(server.addr, args.concurrency, args.seconds, 200, requests).await?;
+        let load = http_load(addr, args.concurrency, args.seconds, 200, requests).await?;
         server.stop().await?;
         let baseline = pgbench::run(
             &database.url,
