@@ -238,9 +238,8 @@ impl Dispatcher {
                 return;
             };
             let Some(slot) = slots.take(&job.kind) else {
-                // Only this task takes slots, so the room just seen is still there.
-                tracing::error!(job = %job.id, "a slot seen free could not be taken");
-                self.local.push(Waiting { job, stop });
+                // The API's intake took the room just seen; the job waits for the next one.
+                self.local.put_back(Waiting { job, stop });
                 return;
             };
             self.tasks

@@ -4,12 +4,13 @@
 //!
 //! Only when nothing could be ahead of the job: the dispatcher's last claim found no due job of its kinds
 //! and nothing is in flight ([`Shared::idle`]), a slot (and room under the kind's `max_concurrency`) is
-//! free, the kind is not paused, and the job's tenant has no `max_running` cap. Anything else goes the
-//! usual way, through the queue. The job is claimed in the transaction that stores it, under this
+//! free, the kind is not paused, the job's tenant has no `max_running` cap, and no other submission is
+//! taking this path right now (under load, group commit stores many jobs in one commit, which is worth
+//! more than skipping a claim). Anything else goes the usual way, through the queue. The job is claimed in the transaction that stores it, under this
 //! process's lease, so every guarantee of a claimed job holds: heartbeats, cancellation, rescue if this
 //! process dies, release on shutdown.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,11 +31,18 @@ pub(super) struct Handed {
 pub struct Intake {
     shared: Arc<Shared>,
     sender: mpsc::UnboundedSender<Handed>,
+    /// A reservation is out: concurrent submissions go through the queue, where group commit stores
+    /// them together (one commit for many instead of one each).
+    reserved: Arc<AtomicBool>,
 }
 
 impl Intake {
     pub(super) fn new(shared: Arc<Shared>, sender: mpsc::UnboundedSender<Handed>) -> Intake {
-        Intake { shared, sender }
+        Intake {
+            shared,
+            sender,
+            reserved: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// A slot for a job of `kind` and `tenant`, if the workers are idle and may start it now.
@@ -52,11 +60,30 @@ impl Intake {
         {
             return None;
         }
+        let one = OneAtATime::take(&self.reserved)?;
         let slot = shared.slots.take(kind)?;
         Some(Reservation {
             intake: self.clone(),
             slot,
+            _one: one,
         })
+    }
+}
+
+/// The one reservation out at a time; given back when dropped.
+struct OneAtATime(Arc<AtomicBool>);
+
+impl OneAtATime {
+    fn take(flag: &Arc<AtomicBool>) -> Option<OneAtATime> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| OneAtATime(flag.clone()))
+    }
+}
+
+impl Drop for OneAtATime {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -65,6 +92,7 @@ impl Intake {
 pub struct Reservation {
     intake: Intake,
     slot: Slot,
+    _one: OneAtATime,
 }
 
 impl Reservation {
@@ -80,7 +108,7 @@ impl Reservation {
     /// down meanwhile, the job goes back to the queue at once (or is rescued when its lease runs out, if
     /// even that fails).
     pub async fn start(self, job: ClaimedJob) {
-        let Reservation { intake, slot } = self;
+        let Reservation { intake, slot, .. } = self;
         if let Err(mpsc::error::SendError(handed)) = intake.sender.send(Handed { job, slot }) {
             let lease = Lease {
                 id: handed.job.id,

@@ -22,12 +22,24 @@ pub(super) struct Waiting {
     pub stop: CancellationToken,
 }
 
-#[derive(Default)]
 pub(super) struct LocalQueue {
     /// Per kind, in claim order, each with its place in the overall claim order.
     lines: HashMap<String, VecDeque<(u64, Waiting)>>,
+    /// The place of the next job pushed; places of jobs put back count down from the middle.
     next: u64,
+    first: u64,
     len: usize,
+}
+
+impl Default for LocalQueue {
+    fn default() -> Self {
+        LocalQueue {
+            lines: HashMap::new(),
+            next: u64::MAX / 2,
+            first: u64::MAX / 2,
+            len: 0,
+        }
+    }
 }
 
 impl LocalQueue {
@@ -37,6 +49,16 @@ impl LocalQueue {
             .or_default()
             .push_back((self.next, waiting));
         self.next += 1;
+        self.len += 1;
+    }
+
+    /// Puts a job just taken by [`LocalQueue::pop_startable`] back, first in line.
+    pub fn put_back(&mut self, waiting: Waiting) {
+        self.first -= 1;
+        self.lines
+            .entry(waiting.job.kind.clone())
+            .or_default()
+            .push_front((self.first, waiting));
         self.len += 1;
     }
 
@@ -114,6 +136,18 @@ mod tests {
             .collect();
         assert_eq!(started, ids);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_job_put_back_is_the_next_to_start() {
+        let mut queue = LocalQueue::default();
+        queue.push(job("a"));
+        queue.push(job("b"));
+        let first = queue.pop_startable(|_| true).expect("a job");
+        let id = first.job.id;
+        queue.put_back(first);
+        assert_eq!(queue.len(), 2);
+        assert_eq!(queue.pop_startable(|_| true).map(|w| w.job.id), Some(id));
     }
 
     #[test]

@@ -23,7 +23,7 @@ struct KindSlots {
     active: AtomicUsize,
 }
 
-/// The slots of one worker pool. Only the dispatcher takes them (one task), so counters are plain atomics.
+/// The slots of one worker pool, taken by the dispatcher and by the API's intake.
 pub(crate) struct Slots {
     total: usize,
     active: AtomicUsize,
@@ -85,15 +85,21 @@ impl Slots {
         self.free() > 0 && !self.is_full(kind, 0)
     }
 
-    /// Takes a slot for a job of `kind`, if there is room.
+    /// Takes a slot for a job of `kind`, if there is room. The dispatcher and the API's intake take slots
+    /// concurrently, so each count is raised only while it is below its limit.
     pub fn take(self: &Arc<Self>, kind: &str) -> Option<Slot> {
-        if !self.has_room_for(kind) {
-            return None;
-        }
-        self.active.fetch_add(1, Ordering::AcqRel);
         let kind = self.kind_index.get(kind).copied();
         if let Some(index) = kind {
-            self.kinds[index].active.fetch_add(1, Ordering::AcqRel);
+            let slots = &self.kinds[index];
+            if !raise_below(&slots.active, slots.max) {
+                return None;
+            }
+        }
+        if !raise_below(&self.active, self.total) {
+            if let Some(index) = kind {
+                self.kinds[index].active.fetch_sub(1, Ordering::AcqRel);
+            }
+            return None;
         }
         Some(Slot {
             slots: self.clone(),
@@ -105,6 +111,15 @@ impl Slots {
     pub fn ended(&self) -> u64 {
         self.ended.load(Ordering::Acquire)
     }
+}
+
+/// Adds one to `count` if it stays within `max`.
+fn raise_below(count: &AtomicUsize, max: usize) -> bool {
+    count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+            (now < max).then_some(now + 1)
+        })
+        .is_ok()
 }
 
 /// A taken slot; dropping it gives it back (also when the executor's task is aborted).
@@ -200,6 +215,35 @@ mod tests {
         drop(held);
         assert_eq!(slots.free(), 2);
         assert_eq!(slots.ended(), 2);
+    }
+
+    #[test]
+    fn slots_taken_from_many_threads_at_once_never_pass_their_limits() {
+        let slots = Slots::new(16, [("exec".to_owned(), 4)]);
+        let most = Arc::new(AtomicUsize::new(0));
+        let most_exec = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|n| {
+                let (slots, most, most_exec) = (slots.clone(), most.clone(), most_exec.clone());
+                std::thread::spawn(move || {
+                    let kind = if n % 2 == 0 { "exec" } else { "echo" };
+                    for _ in 0..2_000 {
+                        if let Some(slot) = slots.take(kind) {
+                            most.fetch_max(slots.total - slots.free(), Ordering::SeqCst);
+                            let exec = slots.kinds[0].active.load(Ordering::SeqCst);
+                            most_exec.fetch_max(exec, Ordering::SeqCst);
+                            drop(slot);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        assert!(most.load(Ordering::SeqCst) <= 16);
+        assert!(most_exec.load(Ordering::SeqCst) <= 4);
+        assert_eq!(slots.free(), 16);
     }
 
     #[test]
