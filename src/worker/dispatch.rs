@@ -152,6 +152,7 @@ pub(super) async fn run(
             _ = poll.tick() => {
                 dispatcher.forget_tenants();
                 dispatcher.woken();
+                dispatcher.end_stopped_waiting();
             }
             _ = backoff_over => dispatcher.claim_after = None,
         }
@@ -242,8 +243,12 @@ impl Dispatcher {
                 self.local.put_back(Waiting { job, stop });
                 return;
             };
-            self.tasks
-                .spawn(executor::execute(self.shared.clone(), job, stop, slot));
+            self.tasks.spawn(executor::execute(
+                self.shared.clone(),
+                job,
+                stop,
+                Some(slot),
+            ));
         }
     }
 
@@ -273,8 +278,22 @@ impl Dispatcher {
             drop(slot);
             self.local.push(Waiting { job, stop });
         } else {
+            self.tasks.spawn(executor::execute(
+                self.shared.clone(),
+                job,
+                stop,
+                Some(slot),
+            ));
+        }
+    }
+
+    /// Ends waiting jobs that were cancelled (or lost their lease) meanwhile, without waiting for a slot:
+    /// their handlers never run, so they need none. Looked for at each poll tick, so a cancelled job of a
+    /// kind that is full does not wait for room to end.
+    fn end_stopped_waiting(&mut self) {
+        for Waiting { job, stop } in self.local.take_stopped() {
             self.tasks
-                .spawn(executor::execute(self.shared.clone(), job, stop, slot));
+                .spawn(executor::execute(self.shared.clone(), job, stop, None));
         }
     }
 

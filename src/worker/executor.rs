@@ -49,14 +49,15 @@ impl From<crate::store::Error> for WriteFailed {
 }
 
 /// Runs `job`, which the dispatcher has registered in [`Shared::running`] (`stop` is its token there), in
-/// the slot it took for it; the slot is given back as soon as the handler returns.
+/// the slot it took for it; the slot is given back as soon as the handler returns. Without a slot, the job
+/// was told to stop while it waited: only its outcome is written.
 ///
 /// Returns true when the job succeeded and the dispatcher wrote its result, which also freed its place.
 pub(super) async fn execute(
     shared: Arc<Shared>,
     job: ClaimedJob,
     stop: CancellationToken,
-    slot: Slot,
+    slot: Option<Slot>,
 ) -> bool {
     let lease = Lease {
         id: job.id,
@@ -68,13 +69,17 @@ pub(super) async fn execute(
     let waited = (chrono::Utc::now() - job.created_at)
         .to_std()
         .unwrap_or_default();
-    crate::metrics::job_started(&job.kind, waited);
     let started = std::time::Instant::now();
-    let outcome = match shared.running.reason(job.id) {
+    let outcome = match (shared.running.reason(job.id), &slot) {
         // Told to stop while it waited in the local queue: its handler never starts.
-        Some(StopReason::CancelRequested) => Outcome::Cancelled,
-        Some(reason) => Outcome::Abandoned(reason),
-        None => run_handler(&shared, &job, lease, stop).await,
+        (Some(StopReason::CancelRequested), _) => Outcome::Cancelled,
+        (Some(reason), _) => Outcome::Abandoned(reason),
+        (None, Some(_)) => {
+            crate::metrics::job_started(&job.kind, waited);
+            run_handler(&shared, &job, lease, stop).await
+        }
+        // Never sent without a slot unless told to stop; should it happen, the job goes back to the queue.
+        (None, None) => Outcome::Abandoned(StopReason::Shutdown),
     };
     drop(slot);
     crate::metrics::job_ran(&job.kind, started.elapsed());

@@ -80,6 +80,25 @@ impl LocalQueue {
         Some(waiting)
     }
 
+    /// The waiting jobs that were told to stop (cancelled, or their lease lost), taken out of the queue.
+    pub fn take_stopped(&mut self) -> Vec<Waiting> {
+        let mut stopped = Vec::new();
+        for line in self.lines.values_mut() {
+            let mut kept = VecDeque::with_capacity(line.len());
+            for (order, waiting) in line.drain(..) {
+                if waiting.stop.is_cancelled() {
+                    stopped.push(waiting);
+                } else {
+                    kept.push_back((order, waiting));
+                }
+            }
+            *line = kept;
+        }
+        self.lines.retain(|_, line| !line.is_empty());
+        self.len -= stopped.len();
+        stopped
+    }
+
     /// How many jobs of `kind` wait.
     pub fn waiting(&self, kind: &str) -> usize {
         self.lines.get(kind).map_or(0, VecDeque::len)

@@ -207,3 +207,58 @@ async fn claimed_jobs_that_have_not_started_go_back_at_once_on_shutdown_while_th
         "a job given back was started anyway"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_while_it_waits_for_room_ends_cancelled_without_running() {
+    use jobdock::store::jobs::{self, Cancelled};
+    let db = Db::new().await;
+    let pool = &db.pool;
+    let (gate, mut events, open) = Gate::new("gated", "finished", GateMode::WaitForGate);
+    let gated = Limited {
+        inner: gate,
+        max: 1,
+    };
+    let running = insert_one(pool, new_job("gated")).await;
+    let waiting = insert_one(pool, new_job("gated")).await;
+    let workers = WorkerPool::start(
+        pool.clone(),
+        Registry::empty().with(gated),
+        config(4, Duration::from_secs(30), Duration::from_millis(10)),
+    );
+    assert!(matches!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        Event::Started { id, .. } if id == running
+    ));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            status(pool, waiting).await == JobStatus::Running
+        })
+        .await,
+        "the second job was not claimed ahead"
+    );
+    match jobs::cancel(pool, waiting, None).await.expect("cancel") {
+        Cancelled::Requested(job) => assert!(job.cancel_requested),
+        other => panic!("cancelling a claimed job answered {other:?}"),
+    }
+    // Ends while the job ahead of it still holds the kind's only slot.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            status(pool, waiting).await == JobStatus::Cancelled
+        })
+        .await
+    );
+    assert_eq!(status(pool, running).await, JobStatus::Running);
+    assert!(
+        events.try_recv().is_err(),
+        "the cancelled job's handler ran"
+    );
+    assert_eq!(results_of(pool, waiting).await, 0);
+    open.notify_one();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            status(pool, running).await == JobStatus::Succeeded
+        })
+        .await
+    );
+    workers.shutdown(Duration::from_secs(5)).await;
+}
