@@ -11,6 +11,9 @@
 //! Batches form without waiting for a timer: up to [`MAX_IN_FLIGHT`] statements run at once, and
 //! completions that arrive meanwhile go into the next one; before sending, the loop yields a few times so
 //! jobs that are about to finish (a batch that was just spawned) join it.
+//!
+//! - [`starting`]: capacity, starting waiting jobs, the kinds to claim, the intake, giving jobs back.
+//! - [`wakes`]: notifications, poll ticks and the tenants they name.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,11 +26,14 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod starting;
+mod wakes;
+
 use super::handoff::{Completed, Finished};
 use super::intake::Handed;
 use super::local_queue::{LocalQueue, Waiting};
 use super::slots::Pace;
-use super::{executor, Shared};
+use super::Shared;
 use crate::store::leases::{self, Claim, Completion, Lease, Step};
 
 /// The most jobs one statement claims. With more slots than this, the next batch is claimed while the
@@ -220,159 +226,6 @@ impl Dispatcher {
             && self.local.is_empty()
     }
 
-    /// How many jobs the pool may hold: a slot each, plus the local queue.
-    fn capacity(&mut self) -> usize {
-        let slots = &self.shared.slots;
-        if slots.total() == 0 {
-            return 0;
-        }
-        slots.total() + self.pace.local_queue(slots.ended())
-    }
-
-    /// Starts waiting jobs while there are slots for them.
-    fn start_waiting(&mut self) {
-        let slots = &self.shared.slots;
-        while slots.free() > 0 {
-            let Some(Waiting { job, stop }) =
-                self.local.pop_startable(|kind| slots.has_room_for(kind))
-            else {
-                return;
-            };
-            let Some(slot) = slots.take(&job.kind) else {
-                // The API's intake took the room just seen; the job waits for the next one.
-                self.local.put_back(Waiting { job, stop });
-                return;
-            };
-            self.tasks.spawn(executor::execute(
-                self.shared.clone(),
-                job,
-                stop,
-                Some(slot),
-            ));
-        }
-    }
-
-    /// Tells the API whether it may hand jobs over ([`super::intake`]): only while the last claim found
-    /// nothing, no claim is in flight and no claimed job waits, so no queued job is passed over. Results
-    /// being written do not matter.
-    fn publish_idle(&self) {
-        let idle = !self.want_jobs
-            && !self.draining
-            && self.reserved == 0
-            && self.local.is_empty()
-            && self.claim_after.is_none();
-        self.shared
-            .idle
-            .store(idle, std::sync::atomic::Ordering::Release);
-    }
-
-    /// A job the API stored and claimed for this pool, in a slot it reserved.
-    fn handed(&mut self, Handed { job, slot }: Handed) {
-        self.occupied += 1;
-        let stop = self.shared.running.insert(Lease {
-            id: job.id,
-            token: job.lease_token,
-        });
-        if self.draining {
-            // Given back with the other waiting jobs at the next turn.
-            drop(slot);
-            self.local.push(Waiting { job, stop });
-        } else {
-            self.tasks.spawn(executor::execute(
-                self.shared.clone(),
-                job,
-                stop,
-                Some(slot),
-            ));
-        }
-    }
-
-    /// Ends waiting jobs that were cancelled (or lost their lease) meanwhile, without waiting for a slot:
-    /// their handlers never run, so they need none. Looked for at each poll tick, so a cancelled job of a
-    /// kind that is full does not wait for room to end.
-    fn end_stopped_waiting(&mut self) {
-        for Waiting { job, stop } in self.local.take_stopped() {
-            self.tasks
-                .spawn(executor::execute(self.shared.clone(), job, stop, None));
-        }
-    }
-
-    /// A handler ended. When kinds were left out of a claim for want of room, this may have made some.
-    fn slot_freed(&mut self) {
-        if self.waiting_for_room {
-            self.waiting_for_room = false;
-            self.want_jobs = true;
-        }
-    }
-
-    /// Shutdown: gives every waiting job back to the queue at once, in one statement. If that fails, the
-    /// jobs stay registered in [`Shared::running`] for shutdown to try again (or the rescuer, if it dies).
-    async fn give_back(&mut self) {
-        if self.local.is_empty() {
-            return;
-        }
-        let waiting = self.local.take_all();
-        self.occupied -= waiting.len();
-        let leases: Vec<Lease> = waiting
-            .iter()
-            .map(|w| Lease {
-                id: w.job.id,
-                token: w.job.lease_token,
-            })
-            .collect();
-        match leases::release_many(&self.shared.pool, &leases).await {
-            Ok(released) => {
-                tracing::info!(
-                    released = released.len(),
-                    "gave claimed jobs that had not started back to the queue"
-                );
-                for lease in &leases {
-                    self.shared.running.remove(lease.id);
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, jobs = leases.len(), "giving back jobs that had not started failed");
-            }
-        }
-    }
-
-    fn woken(&mut self) {
-        self.wakes += 1;
-        self.want_jobs = true;
-    }
-
-    /// Jobs were submitted or requeued. A notification names the tenant whose jobs were submitted: it
-    /// joins the list (it has queued jobs now), so a busy queue does not pay a search per submission. One
-    /// without a name (a requeue, a rescue) makes the next claim search again.
-    fn notified(&mut self) {
-        let notified = match self.shared.notified.lock() {
-            Ok(mut notified) => std::mem::take(&mut *notified),
-            Err(_) => Vec::new(),
-        };
-        let named = !notified.is_empty() && notified.iter().all(|tenant| !tenant.is_empty());
-        match &self.tenants {
-            Some((tenants, _)) if named => {
-                let mut tenants = tenants.to_vec();
-                for tenant in notified {
-                    if !tenants.contains(&tenant) {
-                        tenants.push(tenant);
-                    }
-                }
-                // A search in flight may have looked before these jobs arrived: its answer is not kept.
-                self.tenant_epoch += 1;
-                self.tenants = Some((tenants.into(), self.tenant_epoch));
-            }
-            _ => self.forget_tenants(),
-        }
-        self.woken();
-    }
-
-    /// Makes the next claim look for the tenants with queued jobs again.
-    fn forget_tenants(&mut self) {
-        self.tenants = None;
-        self.tenant_epoch += 1;
-    }
-
     /// Frees the slot of a job whose task ended, unless the statement that wrote its result already did.
     fn task_ended(&mut self, ended: Result<bool, tokio::task::JoinError>) {
         if !matches!(ended, Ok(true)) {
@@ -482,26 +335,6 @@ impl Dispatcher {
                 step,
             }
         }));
-    }
-
-    /// The kinds to claim: those this process runs, without paused kinds and kinds whose running and
-    /// waiting jobs already fill their `max_concurrency`; and whether any was left out for that.
-    fn claimable_kinds(&self) -> (Arc<[String]>, bool) {
-        let unpaused: Arc<[String]> = match self.shared.pauses.unpaused(&self.kinds) {
-            Some(unpaused) => unpaused.into(),
-            None => self.kinds.clone(),
-        };
-        let slots = &self.shared.slots;
-        if !slots.has_kind_limits() {
-            return (unpaused, false);
-        }
-        let with_room: Vec<String> = unpaused
-            .iter()
-            .filter(|kind| !slots.is_full(kind, self.local.waiting(kind)))
-            .cloned()
-            .collect();
-        let left_out = with_room.len() < unpaused.len();
-        (with_room.into(), left_out)
     }
 
     fn answered(&mut self, answer: Answer) {
