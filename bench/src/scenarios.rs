@@ -335,13 +335,18 @@ async fn drain_ceiling(common: &Common, jobs: usize) -> anyhow::Result<f64> {
     enqueue_echo_jobs(&pool, jobs).await?;
     settle_inserts(&pool).await?;
     pool.close().await;
+    drain_with_pgbench(database, pgbench::DRAIN_CEILING, jobs).await
+}
+
+/// Runs a drain `script` (500 jobs a transaction) with 2 pgbench clients over `jobs` queued jobs in
+/// `database`, then drops it; jobs/s.
+async fn drain_with_pgbench(
+    database: BenchDatabase,
+    script: &str,
+    jobs: usize,
+) -> anyhow::Result<f64> {
     let transactions = (jobs / 500 / 2).max(1) as u64;
-    let figures = pgbench::run(
-        &database.url,
-        pgbench::DRAIN_CEILING,
-        2,
-        Limit::Transactions(transactions),
-    )?;
+    let figures = pgbench::run(&database.url, script, 2, Limit::Transactions(transactions))?;
     database.drop_database().await?;
     Ok(figures.tps * 500.0)
 }
@@ -373,15 +378,7 @@ async fn drain_design_ceiling(common: &Common, jobs: usize) -> anyhow::Result<f6
         .execute(&pool)
         .await?;
     pool.close().await;
-    let transactions = (jobs / 500 / 2).max(1) as u64;
-    let figures = pgbench::run(
-        &database.url,
-        pgbench::DRAIN_CEILING_DESIGN,
-        2,
-        Limit::Transactions(transactions),
-    )?;
-    database.drop_database().await?;
-    Ok(figures.tps * 500.0)
+    drain_with_pgbench(database, pgbench::DRAIN_CEILING_DESIGN, jobs).await
 }
 
 pub async fn drain(common: &Common, args: &DrainArgs) -> anyhow::Result<()> {

@@ -197,18 +197,32 @@ impl ServerProcess {
     /// Closes the server's stdin, which shuts it down gracefully, and waits for it.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         drop(self.child.stdin.take());
-        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
-            Ok(status) => {
-                let status = status?;
-                if !status.success() {
-                    bail!("the server process exited with {status}");
-                }
-                Ok(())
+        exits_cleanly(
+            &mut self.child,
+            Duration::from_secs(30),
+            "the server process",
+        )
+        .await
+    }
+}
+
+/// Waits up to `limit` for `child` (`what`) to exit with success; kills it past that.
+async fn exits_cleanly(
+    child: &mut tokio::process::Child,
+    limit: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(status) => {
+            let status = status?;
+            if !status.success() {
+                bail!("{what} exited with {status}");
             }
-            Err(_) => {
-                self.child.kill().await?;
-                bail!("the server process did not stop within 30 s")
-            }
+            Ok(())
+        }
+        Err(_) => {
+            child.kill().await?;
+            bail!("{what} did not stop within {} s", limit.as_secs())
         }
     }
 }
@@ -340,18 +354,6 @@ impl JobdockProcess {
                 libc::kill(pid, libc::SIGTERM);
             }
         }
-        match tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await {
-            Ok(status) => {
-                let status = status?;
-                if !status.success() {
-                    bail!("jobdock exited with {status}");
-                }
-                Ok(())
-            }
-            Err(_) => {
-                self.child.kill().await?;
-                bail!("jobdock did not stop within 60 s of SIGTERM")
-            }
-        }
+        exits_cleanly(&mut self.child, Duration::from_secs(60), "jobdock").await
     }
 }

@@ -83,7 +83,11 @@ impl LocalQueue {
     /// The waiting jobs that were told to stop (cancelled, or their lease lost), taken out of the queue.
     pub fn take_stopped(&mut self) -> Vec<Waiting> {
         let mut stopped = Vec::new();
+        // Looked at every poll tick: lines with nothing stopped are left as they are.
         for line in self.lines.values_mut() {
+            if !line.iter().any(|(_, waiting)| waiting.stop.is_cancelled()) {
+                continue;
+            }
             let mut kept = VecDeque::with_capacity(line.len());
             for (order, waiting) in line.drain(..) {
                 if waiting.stop.is_cancelled() {

@@ -15,6 +15,20 @@ use serde_json::Value;
 use crate::common::{count, eventually};
 use crate::support::*;
 
+/// How many `busy` jobs have succeeded.
+async fn busy_succeeded(pool: &sqlx::PgPool) -> i64 {
+    count(
+        pool,
+        "SELECT count(*) FROM jobs WHERE kind = 'busy' AND status = 'succeeded'",
+    )
+    .await
+}
+
+/// Whether job `id` reaches `wanted` within `limit`.
+async fn reaches(pool: &sqlx::PgPool, id: uuid::Uuid, wanted: JobStatus, limit: Duration) -> bool {
+    eventually(limit, || async { status(pool, id).await == wanted }).await
+}
+
 /// Wraps a handler with a `max_concurrency`.
 struct Limited<H> {
     inner: H,
@@ -91,12 +105,7 @@ async fn a_kind_at_its_max_concurrency_waits_without_spending_its_timeout_and_ot
     );
     assert!(
         eventually(Duration::from_secs(5), || async {
-            count(
-                pool,
-                "SELECT count(*) FROM jobs WHERE kind = 'busy' AND status = 'succeeded'",
-            )
-            .await
-                == 1
+            busy_succeeded(pool).await == 1
         })
         .await
     );
@@ -106,27 +115,13 @@ async fn a_kind_at_its_max_concurrency_waits_without_spending_its_timeout_and_ot
         next_event(&mut quick_events, Duration::from_secs(5)).await,
         Event::Started { id, .. } if id == quick_id
     ));
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            status(pool, quick_id).await == JobStatus::Succeeded
-        })
-        .await
-    );
-    let busy_done = count(
-        pool,
-        "SELECT count(*) FROM jobs WHERE kind = 'busy' AND status = 'succeeded'",
-    )
-    .await;
+    assert!(reaches(pool, quick_id, JobStatus::Succeeded, Duration::from_secs(5)).await);
+    let busy_done = busy_succeeded(pool).await;
     assert!(busy_done < 5, "the quick job waited for every busy one");
 
     assert!(
         eventually(Duration::from_secs(10), || async {
-            count(
-                pool,
-                "SELECT count(*) FROM jobs WHERE kind = 'busy' AND status = 'succeeded'",
-            )
-            .await
-                == 5
+            busy_succeeded(pool).await == 5
         })
         .await,
         "some busy job did not succeed: {:?}",
@@ -230,10 +225,7 @@ async fn a_job_cancelled_while_it_waits_for_room_ends_cancelled_without_running(
         Event::Started { id, .. } if id == running
     ));
     assert!(
-        eventually(Duration::from_secs(5), || async {
-            status(pool, waiting).await == JobStatus::Running
-        })
-        .await,
+        reaches(pool, waiting, JobStatus::Running, Duration::from_secs(5)).await,
         "the second job was not claimed ahead"
     );
     match jobs::cancel(pool, waiting, None).await.expect("cancel") {
@@ -241,12 +233,7 @@ async fn a_job_cancelled_while_it_waits_for_room_ends_cancelled_without_running(
         other => panic!("cancelling a claimed job answered {other:?}"),
     }
     // Ends while the job ahead of it still holds the kind's only slot.
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            status(pool, waiting).await == JobStatus::Cancelled
-        })
-        .await
-    );
+    assert!(reaches(pool, waiting, JobStatus::Cancelled, Duration::from_secs(5)).await);
     assert_eq!(status(pool, running).await, JobStatus::Running);
     assert!(
         events.try_recv().is_err(),
@@ -254,11 +241,6 @@ async fn a_job_cancelled_while_it_waits_for_room_ends_cancelled_without_running(
     );
     assert_eq!(results_of(pool, waiting).await, 0);
     open.notify_one();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            status(pool, running).await == JobStatus::Succeeded
-        })
-        .await
-    );
+    assert!(reaches(pool, running, JobStatus::Succeeded, Duration::from_secs(5)).await);
     workers.shutdown(Duration::from_secs(5)).await;
 }
