@@ -70,6 +70,8 @@ pub struct ApiState {
     pub webhooks: std::sync::Arc<crate::webhooks::WebhookSettings>,
     /// This process's workers, which take a submitted job directly while they are idle.
     pub intake: Option<crate::worker::intake::Intake>,
+    /// Group reads for the status monitor.
+    pub reads: jobs::reads::ReadGroups,
 }
 
 impl ApiState {
@@ -77,9 +79,16 @@ impl ApiState {
     /// tokio runtime: it starts the group-commit tasks.
     pub fn new(pool: PgPool, registry: Registry) -> ApiState {
         let defaults = Settings::default();
+        // Kept connections for the grouped statements of requests (submissions, status reads): half the
+        // pool, so the rest stays free for claims and everything else.
+        let lanes = crate::store::lanes::Lanes::new(
+            pool.clone(),
+            usize::try_from(pool.options().get_max_connections() / 2).unwrap_or(1),
+        );
         ApiState {
-            groups: jobs::grouping::SubmitGroups::start(pool.clone()),
+            groups: jobs::grouping::SubmitGroups::start(pool.clone(), lanes.clone()),
             completions: worker::completions::CompleteGroups::start(pool.clone()),
+            reads: jobs::reads::ReadGroups::start(lanes),
             pool,
             registry,
             signals: Signals::none(),

@@ -24,7 +24,10 @@ pub enum Inserted {
 /// Stores jobs in one statement (one commit), in order, and tells the workers there is work.
 ///
 /// Jobs carrying an idempotency key are not allowed here; use [`insert_one`] for those.
-pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> super::Result<Vec<Job>> {
+pub async fn insert_many(
+    db: impl sqlx::PgExecutor<'_>,
+    jobs: &[NewJob],
+) -> super::Result<Vec<Job>> {
     debug_assert!(jobs.iter().all(|job| job.idempotency.is_none()));
     // One statement, so one round trip and one commit; the NOTIFY in it is delivered at that commit.
     let query = sqlx::query_as(concat!(
@@ -45,7 +48,7 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> super::Result<Vec<Jo
         "SELECT inserted.* FROM inserted, notified ORDER BY id"
     ));
     bind_columns(query, jobs)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await
         .map_err(Into::into)
 }
@@ -191,7 +194,11 @@ struct JobWithFingerprint {
 }
 
 /// One job by id, if `tenant` may see it (see [`Visible`]).
-pub async fn get(pool: &PgPool, id: Uuid, tenant: Visible<'_>) -> super::Result<Option<Job>> {
+pub async fn get(
+    db: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+    tenant: Visible<'_>,
+) -> super::Result<Option<Job>> {
     sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
@@ -199,9 +206,37 @@ pub async fn get(pool: &PgPool, id: Uuid, tenant: Visible<'_>) -> super::Result<
     ))
     .bind(id)
     .bind(tenant)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .map_err(Into::into)
+}
+
+/// Several jobs by id in one statement: for each `(id, tenant)` asked, the job if that tenant may see it
+/// (see [`Visible`]), in the order asked. Concurrent monitor reads share it (one round trip for many).
+pub async fn get_each(
+    db: impl sqlx::PgExecutor<'_>,
+    wanted: &[(Uuid, Option<String>)],
+) -> super::Result<Vec<Option<Job>>> {
+    let ids: Vec<Uuid> = wanted.iter().map(|(id, _)| *id).collect();
+    let rows: Vec<Job> = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id = ANY($1)"
+    ))
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    let by_id: std::collections::HashMap<Uuid, &Job> =
+        rows.iter().map(|job| (job.id, job)).collect();
+    Ok(wanted
+        .iter()
+        .map(|(id, tenant)| {
+            by_id
+                .get(id)
+                .filter(|job| tenant.as_deref().is_none_or(|tenant| job.tenant == tenant))
+                .map(|job| (*job).clone())
+        })
+        .collect())
 }
 
 /// Filters for [`list`]. `before` is the keyset cursor: only jobs with a smaller id (older) are returned.

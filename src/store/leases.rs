@@ -67,7 +67,9 @@ pub async fn claim_available(
         caps: TenantCaps::none(),
         tenants: &tenants,
     };
-    Ok(complete_and_claim(pool, &[], &claim).await?.claimed)
+    Ok(complete_and_claim(&mut *pool.acquire().await?, &[], &claim)
+        .await?
+        .claimed)
 }
 
 /// What [`complete_and_claim`] should claim.
@@ -285,7 +287,7 @@ const STEP_FAIR: &str = complete_and_claim_sql!(fair_claim!("$5", "$6", "$10", "
 /// [`claim_available`]. The two parts cannot touch the same row: completion updates `running` rows, the
 /// claim `queued` ones.
 pub async fn complete_and_claim(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     completions: &[Completion],
     claim: &Claim<'_>,
 ) -> super::Result<Step> {
@@ -332,9 +334,9 @@ pub async fn complete_and_claim(
         .bind(&claim.caps.names)
         .bind(&claim.caps.max_running);
     let rows: Vec<StepRow> = if claim.caps.names.is_empty() || claim.limit == 0 {
-        query.fetch_all(pool).await?
+        query.fetch_all(&mut *conn).await?
     } else {
-        let mut tx = pool.begin().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         lock_capped_claims(&mut tx).await?;
         let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
@@ -456,9 +458,11 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion]) -> super::
         caps: TenantCaps::none(),
         tenants: &[],
     };
-    Ok(complete_and_claim(pool, completions, &nothing)
-        .await?
-        .completed)
+    Ok(
+        complete_and_claim(&mut *pool.acquire().await?, completions, &nothing)
+            .await?
+            .completed,
+    )
 }
 
 /// Ends an attempt that failed. A retryable failure with attempts left goes back to `queued`, due after

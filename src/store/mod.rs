@@ -3,6 +3,7 @@
 //! - [`error`]: the store's error type, sorted by what a caller can do about it.
 //! - [`api_keys`]: API keys (hashes only), their tenants and scopes.
 //! - [`db`]: connecting, creating the database, migrations, readiness.
+//! - [`lanes`]: pooled connections kept from one short read to the next, without the pool's ping.
 //! - [`jobs`]: inserting, reading, listing, cancelling and deleting jobs (the API's side).
 //! - [`forecast`]: run times, running counts and queue positions, for forecasts of when a job finishes.
 //! - [`deliveries`]: webhook deliveries: claimed, retried, shown on the monitor.
@@ -26,6 +27,7 @@ pub mod forecast;
 pub mod intake;
 pub mod jobs;
 pub mod kind_pauses;
+pub mod lanes;
 pub mod leases;
 pub mod maintenance;
 pub mod notify;

@@ -94,6 +94,8 @@ fn hostname() -> String {
 /// State shared by the runtime's tasks.
 pub(crate) struct Shared {
     pub pool: PgPool,
+    /// Kept connections for the dispatcher's statements (see [`crate::store::lanes`]).
+    pub lanes: crate::store::lanes::Lanes,
     pub registry: Registry,
     pub config: WorkerConfig,
     pub running: Running,
@@ -139,6 +141,7 @@ impl WorkerPool {
             slots,
             idle: std::sync::atomic::AtomicBool::new(false),
             finished,
+            lanes: crate::store::lanes::Lanes::new(pool.clone(), dispatch::lanes_for(&pool)),
             pool,
             registry,
             config,

@@ -462,3 +462,62 @@ async fn auth_keys_refuses_every_caller_until_a_key_exists() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn concurrent_status_reads_of_two_tenants_each_see_only_their_own_jobs() {
+    // Monitor reads that arrive together share one statement; the tenant check must still hold per read.
+    let app = app().await;
+    let acme = create_key(&app, "acme", "submit,read").await;
+    let globex = create_key(&app, "globex", "submit,read").await;
+    assert!(keys_in_force(&app).await);
+    let mut jobs = Vec::new();
+    for _ in 0..10 {
+        jobs.push((
+            "acme",
+            submit_as(&app, &acme, json!({"kind": "scan", "payload": {}})).await,
+        ));
+        jobs.push((
+            "globex",
+            submit_as(&app, &globex, json!({"kind": "scan", "payload": {}})).await,
+        ));
+    }
+    let reads = jobs.iter().flat_map(|&(owner, id)| {
+        [(owner, id, &acme, "acme"), (owner, id, &globex, "globex")].map(
+            |(owner, id, key, reader)| {
+                let app = &app;
+                async move {
+                    let path = format!("/v1/jobs/{id}");
+                    let response = call(app, Method::GET, &path, Some(key), None).await;
+                    (
+                        owner,
+                        id,
+                        reader,
+                        response.status(),
+                        response.text().await.unwrap(),
+                    )
+                }
+            },
+        )
+    });
+    let answers = futures_util::future::join_all(reads).await;
+    assert_eq!(answers.len(), 40);
+    for (owner, id, reader, status, body) in answers {
+        if owner == reader {
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{reader} reading its own {id}: {body}"
+            );
+            assert!(
+                body.contains(&id.to_string()),
+                "{reader} got another job: {body}"
+            );
+        } else {
+            assert_eq!(
+                status,
+                StatusCode::NOT_FOUND,
+                "{reader} reading {owner}'s {id}: {body}"
+            );
+        }
+    }
+}

@@ -11,6 +11,7 @@ mod support;
 
 mod claim;
 mod fencing;
+mod lanes;
 mod local_queue;
 mod maintenance;
 mod retries;

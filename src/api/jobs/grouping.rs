@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use crate::api::problem::Problem;
 use crate::batch::Batcher;
 use crate::job::{Job, NewJob};
-use crate::store;
+use crate::store::{self, lanes::Lanes};
 
 /// The most jobs one statement inserts.
 pub const MAX_GROUP: usize = 500;
@@ -57,9 +57,9 @@ pub struct SubmitGroups {
 
 impl SubmitGroups {
     /// Starts the flusher tasks; they stop when every `SubmitGroups` clone is dropped.
-    pub fn start(pool: PgPool) -> SubmitGroups {
+    pub fn start(pool: PgPool, lanes: Lanes) -> SubmitGroups {
         let batcher = Batcher::start(MAX_GROUP, FLUSHERS, move |jobs| {
-            insert_group(pool.clone(), jobs)
+            insert_group(pool.clone(), lanes.clone(), jobs)
         });
         SubmitGroups { batcher }
     }
@@ -73,13 +73,19 @@ impl SubmitGroups {
     }
 }
 
-async fn insert_group(pool: PgPool, jobs: Vec<NewJob>) -> Vec<Inserted> {
+async fn insert_group(pool: PgPool, lanes: Lanes, jobs: Vec<NewJob>) -> Vec<Inserted> {
     let missing = || {
         GroupError::Store(Arc::new(store::Error::Inconsistent(
             "an inserted job was not returned".to_owned(),
         )))
     };
-    match store::jobs::insert_many(&pool, &jobs).await {
+    let inserted = async {
+        let mut lane = lanes.get().await?;
+        let inserted = store::jobs::insert_many(lane.conn(), &jobs).await;
+        lane.settle(&inserted);
+        inserted
+    };
+    match inserted.await {
         Ok(rows) => {
             let mut rows: HashMap<_, _> = rows.into_iter().map(|job| (job.id, job)).collect();
             jobs.iter()

@@ -11,6 +11,7 @@
 pub mod forecast;
 pub mod grouping;
 mod monitor;
+pub mod reads;
 pub mod responses;
 pub mod submit;
 pub mod types;
@@ -304,8 +305,9 @@ impl JobsApi {
                     }
                 })
                 .await
+                .map_err(std::sync::Arc::new)
             }
-            _ => store::jobs::get(&self.state.pool, id.0, tenant.as_deref()).await,
+            _ => self.state.reads.get(id.0, tenant.as_deref()).await,
         };
         let job = match read {
             Ok(Some(job)) => job,

@@ -44,6 +44,13 @@ const MAX_COMPLETIONS: usize = 500;
 /// Statements in flight at once. With two, PostgreSQL sat half idle in a drain (0.5 core busy) while each
 /// statement waited on its commit; a third keeps both cores busy (drain 0.78x to 0.87x of the SQL ceiling).
 const MAX_IN_FLIGHT: usize = 3;
+
+/// Connections the dispatcher keeps for its statements: one per statement in flight, but at most a third
+/// of `pool`, whose other connections serve heartbeats, the API and maintenance.
+pub(crate) fn lanes_for(pool: &sqlx::PgPool) -> usize {
+    let third = usize::try_from(pool.options().get_max_connections() / 3).unwrap_or(1);
+    MAX_IN_FLIGHT.min(third).max(1)
+}
 /// How long the loop waits for more results while they keep arriving (see [`Dispatcher::gather`]): it
 /// stops after a pause this long, and after this long in all.
 const GATHER_QUIET: Duration = Duration::from_micros(50);
@@ -320,7 +327,15 @@ impl Dispatcher {
                         caps: &shared.config.caps,
                         tenants: &tenants,
                     };
-                    let step = leases::complete_and_claim(&shared.pool, &completions, &claim).await;
+                    let step = match shared.lanes.get().await {
+                        Ok(mut lane) => {
+                            let step =
+                                leases::complete_and_claim(lane.conn(), &completions, &claim).await;
+                            lane.settle(&step);
+                            step
+                        }
+                        Err(err) => Err(err),
+                    };
                     (step, found.then_some(tenants))
                 }
                 Err(err) => (Err(err), None),
