@@ -47,14 +47,18 @@ impl Lanes {
 
     /// [`Lanes::new`], giving kept connections back after `idle_for` unused.
     pub fn with_idle(pool: PgPool, size: usize, idle_for: Duration) -> Lanes {
-        Lanes {
-            inner: Arc::new(Inner {
-                idle_for,
-                pool,
-                idle: Mutex::new(Vec::new()),
-                permits: Semaphore::new(size.max(1)),
-            }),
+        let inner = Arc::new(Inner {
+            idle_for,
+            pool,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(size.max(1)),
+        });
+        // Stale lanes are also given back while nobody asks for one, so a quiet process keeps no
+        // connections from the pool's other users. The task ends with the lanes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(trim(Arc::downgrade(&inner)));
         }
+        Lanes { inner }
     }
 
     /// A lane: a kept connection used within [`LANE_IDLE`], else one from the pool. Waits at most
@@ -90,13 +94,36 @@ impl Inner {
     /// The most recently used kept connection, after giving every stale one back to the pool.
     fn take_fresh(&self) -> Option<PoolConnection<Postgres>> {
         let mut idle = self.lock_idle();
+        Self::give_back_stale(&mut idle, self.idle_for);
+        idle.pop().map(|(conn, _)| conn)
+    }
+
+    fn give_back_stale(idle: &mut Vec<(PoolConnection<Postgres>, Instant)>, idle_for: Duration) {
         let stale = idle
             .iter()
-            .take_while(|(_, used)| used.elapsed() >= self.idle_for)
+            .take_while(|(_, used)| used.elapsed() >= idle_for)
             .count();
         // Dropping a pooled connection hands it back to the pool (in a task of sqlx's own).
         idle.drain(..stale);
-        idle.pop().map(|(conn, _)| conn)
+    }
+}
+
+/// Gives stale lanes back every `idle_for`, and all of them once the pool is closing.
+async fn trim(inner: std::sync::Weak<Inner>) {
+    let Some(every) = inner.upgrade().map(|inner| inner.idle_for) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let mut idle = inner.lock_idle();
+        if inner.pool.is_closed() {
+            idle.clear();
+        } else {
+            Inner::give_back_stale(&mut idle, inner.idle_for);
+        }
     }
 }
 
@@ -122,7 +149,9 @@ impl Lane<'_> {
     pub fn settle<T>(mut self, outcome: &super::Result<T>) {
         let healthy = outcome.is_ok();
         if let (true, Some(conn)) = (healthy, self.conn.take()) {
-            self.inner.lock_idle().push((conn, Instant::now()));
+            if !self.inner.pool.is_closed() {
+                self.inner.lock_idle().push((conn, Instant::now()));
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use jobdock::store::lanes::Lanes;
 use jobdock::store::{self, jobs};
 use uuid::Uuid;
 
+use crate::common::eventually;
 use crate::support::{insert, new_job, Db};
 
 async fn backend_pid(conn: &mut sqlx::PgConnection) -> store::Result<i32> {
@@ -115,4 +116,20 @@ async fn a_grouped_read_answers_each_caller_in_order_as_its_tenant_may_see_it() 
         .map(|job| job.as_ref().map(|j| j.id))
         .collect();
     assert_eq!(ids, [Some(a), Some(g), None, None, Some(a), Some(a)]);
+}
+
+#[tokio::test]
+async fn an_unused_kept_lane_goes_back_to_the_pool_without_anyone_asking() {
+    let db = Db::new().await;
+    let lanes = Lanes::with_idle(db.pool.clone(), 2, Duration::from_millis(50));
+    let mut lane = lanes.get().await.unwrap();
+    let read = backend_pid(lane.conn()).await;
+    lane.settle(&read);
+    assert_eq!(lanes.kept(), 1);
+    // Nobody asks for a lane again, and the lanes stay alive: the connection still returns to the pool.
+    let returned = eventually(Duration::from_secs(5), || async {
+        lanes.kept() == 0 && db.pool.num_idle() >= 1
+    })
+    .await;
+    assert!(returned, "the kept connection never went back to the pool");
 }
