@@ -16,6 +16,7 @@ pub mod connections;
 pub mod document;
 pub mod health;
 pub mod jobs;
+pub mod json_body;
 pub mod kinds;
 mod middleware;
 pub mod problem;

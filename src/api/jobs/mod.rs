@@ -17,6 +17,7 @@ pub mod submit;
 pub mod types;
 pub mod waiting;
 
+use crate::api::json_body::JsonBody;
 use futures_util::StreamExt;
 use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
@@ -155,7 +156,7 @@ impl JobsApi {
                         let location = monitor_path(job.id);
                         let retry_after = self.state.paces.retry_after_now(&job);
                         SubmitJobResponse::Accepted(
-                            Json(job.into()),
+                            JsonBody(job.into()),
                             location,
                             retry_after,
                             None,
@@ -259,7 +260,7 @@ impl JobsApi {
                     .min()
                     .unwrap_or(1);
                 let jobs = stored.into_iter().map(JobMonitor::from).collect();
-                SubmitBatchResponse::Accepted(Json(BatchAccepted { jobs }), retry_after)
+                SubmitBatchResponse::Accepted(JsonBody(BatchAccepted { jobs }), retry_after)
             }
             Err(err) => Problem::from_db(&err).into(),
         }
@@ -409,12 +410,12 @@ impl JobsApi {
         match store::jobs::cancel(&self.state.pool, id.0, caller.visible_tenant()).await {
             Ok(Cancelled::Done(job)) => {
                 crate::metrics::job_finished(&job.kind, JobStatus::Cancelled);
-                CancelJobResponse::Cancelled(Json(job.into()))
+                CancelJobResponse::Cancelled(JsonBody(job.into()))
             }
-            Ok(Cancelled::Already(job)) => CancelJobResponse::Cancelled(Json(job.into())),
+            Ok(Cancelled::Already(job)) => CancelJobResponse::Cancelled(JsonBody(job.into())),
             Ok(Cancelled::Requested(job)) => {
                 let location = monitor_path(job.id);
-                CancelJobResponse::Requested(Json(job.into()), location)
+                CancelJobResponse::Requested(JsonBody(job.into()), location)
             }
             Ok(Cancelled::Finished(job)) => {
                 let mut problem = Problem::conflict(
@@ -568,13 +569,13 @@ impl JobsApi {
             };
         match now.status {
             JobStatus::Succeeded => SubmitJobResponse::Succeeded(
-                Json(now.clone().into()),
+                JsonBody(now.clone().into()),
                 result_path(now.id),
                 applied,
                 vary,
             ),
             JobStatus::Failed | JobStatus::Cancelled => {
-                SubmitJobResponse::Finished(Json(now.into()), applied, vary)
+                SubmitJobResponse::Finished(JsonBody(now.into()), applied, vary)
             }
             JobStatus::Queued | JobStatus::Running => {
                 let location = monitor_path(now.id);
@@ -584,7 +585,7 @@ impl JobsApi {
                 };
                 let retry_after = forecast.retry_after;
                 SubmitJobResponse::Accepted(
-                    Json(JobMonitor::from(now).with_forecast(&forecast)),
+                    JsonBody(JobMonitor::from(now).with_forecast(&forecast)),
                     location,
                     retry_after,
                     Some(applied),

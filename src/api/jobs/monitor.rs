@@ -3,8 +3,8 @@
 use super::forecast::Forecast;
 use super::responses::GetJobResponse;
 use super::types::{result_path, CallbackState, JobMonitor};
+use crate::api::json_body::JsonBody;
 use crate::job::{Job, JobStatus};
-use poem_openapi::payload::Json;
 
 const NO_STORE: &str = "no-store";
 
@@ -55,16 +55,21 @@ pub(super) fn answer(
     monitor.callback = callback;
     match status {
         JobStatus::Succeeded if redirect => {
-            GetJobResponse::Found(Json(monitor), result_path(id), NO_STORE.to_owned(), tag)
+            GetJobResponse::Found(JsonBody(monitor), result_path(id), NO_STORE.to_owned(), tag)
         }
         JobStatus::Queued | JobStatus::Running => {
             let retry_after = forecast.retry_after;
             if if_none_match.is_some_and(|seen| etag_matches(seen, &tag)) {
                 return GetJobResponse::NotModified(tag, retry_after, NO_STORE.to_owned());
             }
-            GetJobResponse::Ok(Json(monitor), Some(retry_after), NO_STORE.to_owned(), tag)
+            GetJobResponse::Ok(
+                JsonBody(monitor),
+                Some(retry_after),
+                NO_STORE.to_owned(),
+                tag,
+            )
         }
-        _ => GetJobResponse::Ok(Json(monitor), None, NO_STORE.to_owned(), tag),
+        _ => GetJobResponse::Ok(JsonBody(monitor), None, NO_STORE.to_owned(), tag),
     }
 }
 

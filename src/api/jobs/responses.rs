@@ -6,6 +6,8 @@
 #![allow(clippy::large_enum_variant)]
 
 use poem_openapi::payload::Json;
+
+use crate::api::json_body::JsonBody;
 use poem_openapi::ApiResponse;
 
 use super::types::{BatchAccepted, JobList, JobMonitor, ResultBody, StatusEvents};
@@ -20,7 +22,7 @@ api_response! {
         /// With `Prefer: wait=N`: the job did not finish within N seconds.
         #[oai(status = 202)]
         Accepted(
-            Json<JobMonitor>,
+            JsonBody<JobMonitor>,
             #[oai(header = "Location")] String,
             #[oai(header = "Retry-After")] u32,
             #[oai(header = "Preference-Applied")] Option<String>,
@@ -29,14 +31,14 @@ api_response! {
         /// With `Prefer: wait=N`: the job failed or was cancelled within N seconds (see `error`).
         #[oai(status = 200)]
         Finished(
-            Json<JobMonitor>,
+            JsonBody<JobMonitor>,
             #[oai(header = "Preference-Applied")] String,
             #[oai(header = "Vary")] String,
         ),
         /// With `Prefer: wait=N`: the job succeeded within N seconds; its result is at `Location`.
         #[oai(status = 303)]
         Succeeded(
-            Json<JobMonitor>,
+            JsonBody<JobMonitor>,
             #[oai(header = "Location")] String,
             #[oai(header = "Preference-Applied")] String,
             #[oai(header = "Vary")] String,
@@ -66,7 +68,7 @@ api_response! {
         /// Every job is stored; one status monitor per job, in the order sent. A repeat of an earlier batch
         /// with the same `Idempotency-Key` gets the same jobs.
         #[oai(status = 202)]
-        Accepted(Json<BatchAccepted>, #[oai(header = "Retry-After")] u32),
+        Accepted(JsonBody<BatchAccepted>, #[oai(header = "Retry-After")] u32),
         /// A job is invalid (`index` names the first one) or the batch is empty or too long. Nothing was stored.
         #[oai(status = 400, content_type = "application/problem+json")]
         BadRequest(Json<Problem>),
@@ -93,7 +95,7 @@ api_response! {
         /// `succeeded` job, with `result_url`.
         #[oai(status = 200)]
         Ok(
-            Json<JobMonitor>,
+            JsonBody<JobMonitor>,
             #[oai(header = "Retry-After")] Option<u32>,
             #[oai(header = "Cache-Control")] String,
             #[oai(header = "ETag")] String,
@@ -101,7 +103,7 @@ api_response! {
         /// The job has succeeded: its result is at `Location`.
         #[oai(status = 302)]
         Found(
-            Json<JobMonitor>,
+            JsonBody<JobMonitor>,
             #[oai(header = "Location")] String,
             #[oai(header = "Cache-Control")] String,
             #[oai(header = "ETag")] String,
@@ -166,10 +168,10 @@ api_response! {
     pub enum CancelJobResponse {
         /// The job is now `cancelled` (it was queued, or was already cancelled).
         #[oai(status = 200)]
-        Cancelled(Json<JobMonitor>),
+        Cancelled(JsonBody<JobMonitor>),
         /// The job is running and has been asked to stop; poll the status monitor to see it end.
         #[oai(status = 202)]
-        Requested(Json<JobMonitor>, #[oai(header = "Location")] String),
+        Requested(JsonBody<JobMonitor>, #[oai(header = "Location")] String),
         /// The job already succeeded or failed; nothing changed.
         #[oai(status = 409, content_type = "application/problem+json")]
         Conflict(Json<Problem>),

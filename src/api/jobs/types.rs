@@ -11,6 +11,7 @@ use poem_openapi::{Enum, Object};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::api::json_body::{rfc3339, rfc3339_or_null};
 use crate::job::{Job, JobStatus};
 
 /// A job to run.
@@ -54,8 +55,9 @@ pub struct SubmitJob {
 }
 
 /// Where a job is in its life. `succeeded`, `failed` and `cancelled` are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Serialize)]
 #[oai(rename = "JobStatus", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum JobStatusName {
     Queued,
     Running,
@@ -89,7 +91,8 @@ impl From<JobStatusName> for JobStatus {
 }
 
 /// The status monitor: everything a client needs to follow a job.
-#[derive(Debug, Clone, Object)]
+// Serialize must match ToJSON (see `crate::api::json_body`); a test compares them.
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(rename = "JobMonitor")]
 pub struct JobMonitor {
     /// The job's id (UUIDv7).
@@ -106,15 +109,20 @@ pub struct JobMonitor {
     /// reports any.
     #[oai(nullable)]
     pub progress: Option<Value>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// When the latest attempt started.
     #[oai(nullable)]
+    #[serde(serialize_with = "rfc3339_or_null")]
     pub started_at: Option<DateTime<Utc>>,
     /// When the job reached a final status.
     #[oai(nullable)]
+    #[serde(serialize_with = "rfc3339_or_null")]
     pub finished_at: Option<DateTime<Utc>>,
     /// When the job is (or was) due to run.
+    #[serde(serialize_with = "rfc3339")]
     pub run_at: DateTime<Utc>,
     /// True once someone asked to cancel the job.
     pub cancel_requested: bool,
@@ -131,14 +139,16 @@ pub struct JobMonitor {
     /// While queued or running: when the job will likely finish, from its kind's recent run times, its
     /// progress and the jobs ahead of it; null while there is nothing to tell it from.
     #[oai(nullable)]
+    #[serde(serialize_with = "rfc3339_or_null")]
     pub estimated_finish_at: Option<DateTime<Utc>>,
     /// Only for a job submitted with `callback_url`: how its completion webhook is going.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackState>,
 }
 
 /// The completion webhook of a job.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(rename = "CallbackState")]
 pub struct CallbackState {
     /// `waiting` (the job has not ended), `pending` (being delivered or retried), `delivered` (a 2xx),
@@ -259,7 +269,7 @@ impl ToJSON for RawSubmitJob {
 }
 
 /// The jobs a batch stored, in the order they were sent.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(rename = "BatchAccepted")]
 pub struct BatchAccepted {
     pub jobs: Vec<JobMonitor>,
@@ -321,5 +331,77 @@ impl Payload for StatusEvents {
 impl IntoResponse for StatusEvents {
     fn into_response(self) -> Response {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod serialization_tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn monitor(status: JobStatusName, filled: bool) -> JobMonitor {
+        let at = Utc
+            .timestamp_opt(1_796_406_602, 745_426_000)
+            .single()
+            .unwrap();
+        let whole_second = Utc.timestamp_opt(1_796_406_603, 0).single().unwrap();
+        JobMonitor {
+            id: Uuid::now_v7(),
+            kind: "resize \"quoted\" \u{e9}".to_owned(),
+            queue: "default".to_owned(),
+            status,
+            attempt: 2,
+            max_attempts: 3,
+            priority: -5,
+            timeout_secs: 30,
+            progress: filled.then(|| json!({"percent": 40, "z": 1, "a": [1.5, null, "x"]})),
+            created_at: at,
+            updated_at: whole_second,
+            started_at: filled.then_some(at),
+            finished_at: filled.then_some(whole_second),
+            run_at: at,
+            cancel_requested: filled,
+            error: filled.then(|| json!({"title": "boom", "attempt": 2})),
+            result_url: filled.then(|| "/v1/jobs/x/result".to_owned()),
+            queue_position: filled.then_some(7),
+            estimated_finish_at: filled.then_some(at),
+            callback: filled.then(|| CallbackState {
+                state: "pending".to_owned(),
+                attempts: 1,
+                last_status: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_monitor_serializes_with_serde_exactly_as_poem_openapi_writes_it() {
+        for status in [
+            JobStatusName::Queued,
+            JobStatusName::Running,
+            JobStatusName::Succeeded,
+            JobStatusName::Failed,
+            JobStatusName::Cancelled,
+        ] {
+            for filled in [false, true] {
+                let monitor = monitor(status, filled);
+                let ours = serde_json::to_string(&monitor).unwrap();
+                let theirs = serde_json::to_string(&monitor.to_json().unwrap()).unwrap();
+                assert_eq!(ours, theirs, "{status:?}, filled: {filled}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_serializes_with_serde_exactly_as_poem_openapi_writes_it() {
+        let batch = BatchAccepted {
+            jobs: vec![
+                monitor(JobStatusName::Queued, false),
+                monitor(JobStatusName::Failed, true),
+            ],
+        };
+        let ours = serde_json::to_string(&batch).unwrap();
+        let theirs = serde_json::to_string(&batch.to_json().unwrap()).unwrap();
+        assert_eq!(ours, theirs);
     }
 }
