@@ -113,10 +113,11 @@ async fn facade_once(
     }
     scenarios::settle_inserts(&pool).await?;
     scenarios::settle(&pool).await;
+    let mut observer = database.observer().await?;
     let started = Instant::now();
     let server =
         Server::start_with(database, args.workers, jobdock::Registry::builtin(), config).await?;
-    while scenarios::pending(&pool).await? {
+    while scenarios::pending(&mut observer).await? {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();

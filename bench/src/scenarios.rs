@@ -273,13 +273,14 @@ pub(crate) async fn settle_inserts(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 /// Whether any job is still queued or running. EXISTS stops at the first row: counting every pending row
-/// each poll would load the database the drain is measuring.
-pub(crate) async fn pending(pool: &PgPool) -> anyhow::Result<bool> {
+/// each poll would load the database the drain is measuring. Ask on a [`BenchDatabase::observer`]
+/// connection, which keeps it to the partial indexes.
+pub(crate) async fn pending(db: &mut sqlx::PgConnection) -> anyhow::Result<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued') \
              OR EXISTS (SELECT 1 FROM jobs WHERE status = 'running')",
     )
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?)
 }
 
@@ -303,9 +304,10 @@ pub(crate) async fn drain_once(database: &BenchDatabase, args: &DrainArgs) -> an
         Some(workers) => vec!["--workers".to_owned(), workers.to_string()],
         None => Vec::new(),
     };
+    let mut observer = database.observer().await?;
     let started = Instant::now();
     let worker = JobdockProcess::worker(database, &flags)?;
-    while pending(&pool).await? {
+    while pending(&mut observer).await? {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
