@@ -309,7 +309,10 @@ impl Dispatcher {
         let wakes = self.wakes;
         let epoch = self.tenant_epoch;
         let known = self.tenants.as_ref().map(|(tenants, _)| tenants.clone());
-        self.in_flight.push(Box::pin(async move {
+        // The statement, and decoding the rows it returns, run in a task of their own: the dispatcher's
+        // loop is one task, and decoding 500 claimed jobs in it capped a drain at what one core could do
+        // while the database had room for more.
+        let statement = tokio::spawn(async move {
             let tenants = match known {
                 Some(tenants) => Ok((tenants, false)),
                 None if limit == 0 => Ok((Arc::from(Vec::new()), false)),
@@ -340,6 +343,13 @@ impl Dispatcher {
                 }
                 Err(err) => (Err(err), None),
             };
+            (step, found)
+        });
+        self.in_flight.push(Box::pin(async move {
+            let (step, found) = statement.await.unwrap_or_else(|err| {
+                let failed = format!("the claim statement's task ended without an answer: {err}");
+                (Err(crate::store::Error::Inconsistent(failed)), None)
+            });
             Answer {
                 waiters,
                 limit,
