@@ -1,15 +1,15 @@
-//! Lanes: pooled connections handed from one short read to the next without going back to the pool.
+//! Lanes: pooled connections handed from one short statement to the next without going back to the pool.
 //!
 //! sqlx's pool pings every connection it takes back, in a task of its own, before anyone else may use it:
 //! a round trip and a wake-up of a backend after every statement. For a request that is one primary-key
 //! read (the status monitor) that is a third of its packets. A lane is a connection this process keeps
-//! checked out of the pool: the next read takes it as it is. The pool still bounds the connections — lanes
+//! checked out of the pool: the next statement takes it as it is. Used for grouped statements (status reads,
+//! submissions) and the dispatcher's claims. The pool still bounds the connections — lanes
 //! hold at most `size` of them — and a lane unused for [`LANE_IDLE`] goes back to the pool (which pings it,
 //! so a connection broken while it sat idle is never handed out from a lane).
 //!
-//! A lane is only kept after a statement that ended normally ([`Lane::settle`]); one dropped mid-statement
-//! (the request was abandoned) or that failed outside SQL goes back to the pool, whose ping drains or
-//! discards it.
+//! A lane is only kept after a statement that succeeded ([`Lane::settle`]); one dropped mid-statement (the
+//! request was abandoned) or whose statement failed goes back to the pool, whose ping drains or discards it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use super::db::ACQUIRE_TIMEOUT;
 /// kept connection is at most this stale.
 pub const LANE_IDLE: Duration = Duration::from_secs(1);
 
-/// Connections kept out of the pool for short reads. Cheap to clone.
+/// Connections kept out of the pool for short statements. Cheap to clone.
 #[derive(Clone)]
 pub struct Lanes {
     inner: Arc<Inner>,
@@ -64,20 +64,29 @@ impl Lanes {
     /// A lane: a kept connection used within [`LANE_IDLE`], else one from the pool. Waits at most
     /// [`ACQUIRE_TIMEOUT`] for one, like the pool.
     pub async fn get(&self) -> super::Result<Lane<'_>> {
-        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.inner.permits.acquire())
+        // One bound for both waits (a lane, then maybe a pooled connection), so an outage is answered
+        // within ACQUIRE_TIMEOUT, not twice that.
+        let lane = async {
+            let permit = self
+                .inner
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| sqlx::Error::PoolClosed)?;
+            let conn = match self.inner.take_fresh() {
+                Some(conn) => conn,
+                None => self.inner.pool.acquire().await?,
+            };
+            Ok::<_, sqlx::Error>(Lane {
+                conn: Some(conn),
+                inner: &self.inner,
+                _permit: permit,
+            })
+        };
+        tokio::time::timeout(ACQUIRE_TIMEOUT, lane)
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        let kept = self.inner.take_fresh();
-        let conn = match kept {
-            Some(conn) => conn,
-            None => self.inner.pool.acquire().await?,
-        };
-        Ok(Lane {
-            conn: Some(conn),
-            inner: &self.inner,
-            _permit: permit,
-        })
+            .map_err(Into::into)
     }
 
     /// How many connections the lanes keep right now (for tests).
@@ -127,7 +136,7 @@ async fn trim(inner: std::sync::Weak<Inner>) {
     }
 }
 
-/// A connection for one short read; see [`Lanes`].
+/// A connection for one short statement; see [`Lanes`].
 pub struct Lane<'a> {
     conn: Option<PoolConnection<Postgres>>,
     inner: &'a Inner,
@@ -144,7 +153,7 @@ impl Lane<'_> {
         }
     }
 
-    /// Ends the lane's use: after a statement that succeeded the connection is kept for the next read;
+    /// Ends the lane's use: after a statement that succeeded the connection is kept for the next statement;
     /// after an error it goes back to the pool, whose ping drains or discards it.
     pub fn settle<T>(mut self, outcome: &super::Result<T>) {
         let healthy = outcome.is_ok();
