@@ -21,8 +21,9 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use super::db::ACQUIRE_TIMEOUT;
 
 /// A lane unused this long goes back to the pool, so lanes never keep connections others could use, and a
-/// kept connection is at most this stale.
-pub const LANE_IDLE: Duration = Duration::from_secs(1);
+/// kept connection is at most this stale: the same window after which the pool pings a connection before
+/// handing it out.
+pub const LANE_IDLE: Duration = super::db::PING_WHEN_IDLE_FOR;
 
 /// Connections kept out of the pool for short statements. Cheap to clone.
 #[derive(Clone)]
