@@ -91,10 +91,16 @@ impl Output {
 
 /// The content type a result is stored and served with: the one given when it can be a header value,
 /// else `application/octet-stream` (a NUL or newline in it would break both the column and the header).
-pub fn servable_content_type(content_type: &str) -> String {
-    match poem::http::HeaderValue::from_str(content_type) {
-        Ok(_) if !content_type.trim().is_empty() => content_type.to_owned(),
-        _ => "application/octet-stream".to_owned(),
+pub fn servable_content_type(content_type: impl AsRef<str> + Into<String>) -> String {
+    // `HeaderValue::from_str`'s rule, without building (and allocating) the value on every result.
+    let servable = {
+        let text = content_type.as_ref();
+        text.bytes().all(|b| (b >= 32 && b != 127) || b == b'\t') && !text.trim().is_empty()
+    };
+    if servable {
+        content_type.into()
+    } else {
+        "application/octet-stream".to_owned()
     }
 }
 
@@ -280,4 +286,38 @@ pub fn parse_payload<T: serde::de::DeserializeOwned>(
         };
         format!("invalid payload for kind `{kind}`: {message}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::servable_content_type;
+
+    #[test]
+    fn a_content_type_is_kept_exactly_when_it_can_be_a_header_value() {
+        for text in [
+            "application/json",
+            "text/plain; charset=utf-8",
+            "a\tb",
+            "caf\u{e9}/x",
+            "bad\nline",
+            "nul\0",
+            "del\u{7f}",
+            "",
+            "   ",
+        ] {
+            let header_ok =
+                poem::http::HeaderValue::from_str(text).is_ok() && !text.trim().is_empty();
+            let expected = if header_ok {
+                text
+            } else {
+                "application/octet-stream"
+            };
+            assert_eq!(servable_content_type(text), expected, "for {text:?}");
+            assert_eq!(
+                servable_content_type(text.to_owned()),
+                expected,
+                "for {text:?}"
+            );
+        }
+    }
 }

@@ -34,25 +34,12 @@ enum Outcome {
     Abandoned(StopReason),
 }
 
-/// Why an outcome was not written.
-#[derive(Debug)]
-enum WriteFailed {
-    Store(Arc<crate::store::Error>),
-    /// The dispatcher, which writes successes, has stopped.
-    DispatcherGone,
-}
-
-impl From<crate::store::Error> for WriteFailed {
-    fn from(err: crate::store::Error) -> Self {
-        WriteFailed::Store(Arc::new(err))
-    }
-}
-
 /// Runs `job`, which the dispatcher has registered in [`Shared::running`] (`stop` is its token there), in
 /// the slot it took for it; the slot is given back as soon as the handler returns. Without a slot, the job
 /// was told to stop while it waited: only its outcome is written.
 ///
-/// Returns true when the job succeeded and the dispatcher wrote its result, which also freed its place.
+/// Returns true when the job succeeded and its result was handed to the dispatcher, which then holds its
+/// place until the result is written and forgets it in `running` (see [`super::handoff`]).
 pub(super) async fn execute(
     shared: Arc<Shared>,
     job: ClaimedJob,
@@ -66,15 +53,15 @@ pub(super) async fn execute(
     if job.cancel_requested {
         shared.running.stop(job.id, StopReason::CancelRequested);
     }
-    let waited = (chrono::Utc::now() - job.created_at)
-        .to_std()
-        .unwrap_or_default();
     let started = std::time::Instant::now();
     let outcome = match (shared.running.reason(job.id), &slot) {
         // Told to stop while it waited in the local queue: its handler never starts.
         (Some(StopReason::CancelRequested), _) => Outcome::Cancelled,
         (Some(reason), _) => Outcome::Abandoned(reason),
         (None, Some(_)) => {
+            let waited = (chrono::Utc::now() - job.created_at)
+                .to_std()
+                .unwrap_or_default();
             crate::metrics::job_started(&job.kind, waited);
             run_handler(&shared, &job, lease, stop).await
         }
@@ -83,23 +70,48 @@ pub(super) async fn execute(
     };
     drop(slot);
     crate::metrics::job_ran(&job.kind, started.elapsed());
-    let outcome = match (outcome, shared.running.reason(job.id)) {
+    // One look at the map both marks the job as writing its outcome and says whether it was told to stop.
+    let outcome = match (outcome, shared.running.finishing(job.id)) {
         // Whatever the handler returned after losing its lease cannot be written.
         (_, Some(StopReason::LeaseLost)) => Outcome::Abandoned(StopReason::LeaseLost),
-        (Outcome::Succeeded(output), _) => Outcome::Succeeded(output),
+        (Outcome::Succeeded(output), _) => return hand_in(&shared, job, lease, output).await,
         (_, Some(StopReason::CancelRequested)) => Outcome::Cancelled,
         (Outcome::Cancelled, Some(StopReason::Shutdown)) => {
             Outcome::Abandoned(StopReason::Shutdown)
         }
         (outcome, _) => outcome,
     };
-    shared.running.finishing(job.id);
-    let completed = write_outcome(&shared, &job, lease, outcome).await;
+    write_outcome(&shared, &job, lease, outcome).await;
     // Forgotten only once the outcome is written: if shutdown aborts this task mid-write, the lease must
     // still be in `running` so shutdown releases the job (the release is fenced, so it is a no-op when the
     // write did commit).
     shared.running.remove(job.id);
-    completed
+    false
+}
+
+/// Hands a succeeded job's result to the dispatcher, which writes it in its next batch. False only when
+/// the dispatcher has stopped (shutdown aborted it): the job stays in `running` for shutdown to release.
+async fn hand_in(shared: &Shared, job: ClaimedJob, lease: Lease, output: Output) -> bool {
+    let Output {
+        content_type,
+        body,
+        headers,
+    } = output;
+    let completion = Completion {
+        lease,
+        content_type: crate::kinds::servable_content_type(content_type),
+        body,
+        headers: crate::kinds::servable_headers(&headers),
+    };
+    let finished = Finished {
+        completion,
+        kind: job.kind,
+    };
+    if shared.finished.send(finished).await.is_err() {
+        tracing::warn!(job = %job.id, "outcome not written: the dispatcher has stopped");
+        return false;
+    }
+    true
 }
 
 async fn run_handler(
@@ -189,14 +201,12 @@ async fn run_handler(
     }
 }
 
-/// Writes the outcome, retrying until the database answers, however long an outage lasts. Retrying is
-/// safe because the write is fenced: if the lease was lost meanwhile (rescued and run elsewhere), the
-/// write is refused rather than applied twice. Giving up instead would throw away finished work, and on a
-/// job's last attempt turn a success into a failure. The job stays in `running`, so heartbeats keep its
-/// lease alive once the database is back, and shutdown still releases it.
-///
-/// Returns true when the outcome was a success written by the dispatcher (see [`execute`]).
-async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome: Outcome) -> bool {
+/// Writes an outcome other than a success (successes go to the dispatcher, see [`hand_in`]), retrying
+/// until the database answers, however long an outage lasts. Retrying is safe because the write is
+/// fenced: if the lease was lost meanwhile (rescued and run elsewhere), the write is refused rather than
+/// applied twice. Giving up instead would lose the attempt's outcome. The job stays in `running`, so
+/// heartbeats keep its lease alive once the database is back, and shutdown still releases it.
+async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome: Outcome) {
     let mut delay = Duration::from_millis(50);
     loop {
         match try_write(shared, job, lease, &outcome).await {
@@ -204,23 +214,18 @@ async fn write_outcome(shared: &Shared, job: &ClaimedJob, lease: Lease, outcome:
                 if !applied {
                     tracing::warn!(job = %job.id, "outcome not written: the lease was lost");
                 }
-                return matches!(outcome, Outcome::Succeeded(_));
+                return;
             }
-            Err(WriteFailed::Store(err)) if err.is_unavailable() => {
+            Err(err) if err.is_unavailable() => {
                 tracing::warn!(job = %job.id, error = %err, retry_in = ?delay, "writing outcome failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_WRITE_RETRY_DELAY);
             }
-            Err(WriteFailed::DispatcherGone) => {
-                // Only after shutdown aborted every job: shutdown releases it, or the rescuer will.
-                tracing::warn!(job = %job.id, "outcome not written: the dispatcher has stopped");
-                return false;
-            }
-            Err(WriteFailed::Store(err)) => {
+            Err(err) => {
                 // The database answered and refused: retrying would loop forever. The lease runs out and
                 // the rescuer gives the job another attempt (or fails it when attempts are spent).
                 tracing::error!(job = %job.id, error = %err, "the database refused the outcome; the job will be rescued");
-                return false;
+                return;
             }
         }
     }
@@ -231,31 +236,11 @@ async fn try_write(
     job: &ClaimedJob,
     lease: Lease,
     outcome: &Outcome,
-) -> Result<bool, WriteFailed> {
+) -> crate::store::Result<bool> {
     let pool = &shared.pool;
     match outcome {
-        Outcome::Succeeded(output) => {
-            let completion = Completion {
-                lease,
-                content_type: crate::kinds::servable_content_type(&output.content_type),
-                body: output.body.clone(),
-                headers: crate::kinds::servable_headers(&output.headers),
-            };
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let handed = shared.finished.send(Finished { completion, reply }).await;
-            match handed {
-                Ok(()) => match answer.await {
-                    Ok(completed) => {
-                        if matches!(completed, Ok(true)) {
-                            crate::metrics::job_finished(&job.kind, crate::JobStatus::Succeeded);
-                        }
-                        completed.map_err(WriteFailed::Store)
-                    }
-                    Err(_) => Err(WriteFailed::DispatcherGone),
-                },
-                Err(_) => Err(WriteFailed::DispatcherGone),
-            }
-        }
+        // Handed to the dispatcher before this is reached.
+        Outcome::Succeeded(_) => Ok(false),
         Outcome::Failed {
             error,
             retryable,
@@ -288,8 +273,7 @@ async fn try_write(
         }
         Outcome::Abandoned(StopReason::Shutdown) => leases::release_many(pool, &[lease])
             .await
-            .map(|released| !released.is_empty())
-            .map_err(WriteFailed::from),
+            .map(|released| !released.is_empty()),
         Outcome::Abandoned(_) => Ok(true),
     }
 }

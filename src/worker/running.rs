@@ -71,10 +71,20 @@ impl Running {
         self.lock().remove(&id).and_then(|entry| entry.reason)
     }
 
-    /// Marks a job whose handler has returned and whose outcome is being written.
-    pub fn finishing(&self, id: Uuid) {
-        if let Some(entry) = self.lock().get_mut(&id) {
-            entry.finishing = true;
+    /// Marks a job whose handler has returned and whose outcome is being written; returns why it was told
+    /// to stop, if it was (one lock for what the executor asks at that moment).
+    pub fn finishing(&self, id: Uuid) -> Option<StopReason> {
+        let mut jobs = self.lock();
+        let entry = jobs.get_mut(&id)?;
+        entry.finishing = true;
+        entry.reason
+    }
+
+    /// Forgets jobs whose results the dispatcher wrote (or gave up writing), under one lock.
+    pub fn remove_all(&self, ids: impl IntoIterator<Item = Uuid>) {
+        let mut jobs = self.lock();
+        for id in ids {
+            jobs.remove(&id);
         }
     }
 

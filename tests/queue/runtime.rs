@@ -342,3 +342,67 @@ async fn a_dead_workers_job_is_rescued_and_run_again_by_a_live_pool() {
     workers.shutdown(Duration::from_secs(1)).await;
     maintenance.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_whose_statement_dies_mid_write_is_written_by_the_next_one_without_running_again()
+{
+    let db = Db::new().await;
+    let pool = &db.pool;
+    let (gated, mut events, gate) = Gate::new("gated", "the one result", GateMode::WaitForGate);
+    let id = insert_one(pool, NewJob::new("gated", json!({}))).await;
+    let workers = WorkerPool::start(
+        pool.clone(),
+        Registry::empty().with(gated),
+        config(2, Duration::from_secs(30), Duration::from_millis(10)),
+    );
+    let Event::Started { attempt: 1, .. } = next_event(&mut events, Duration::from_secs(5)).await
+    else {
+        panic!("expected the first attempt to start");
+    };
+    // Hold the job's row, so the statement that writes its result waits on it once the handler returns.
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *holder)
+        .await
+        .expect("lock the row");
+    gate.notify_one();
+    let writer = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                  AND wait_event_type = 'Lock' AND query LIKE 'WITH done AS%'";
+    let waiting = eventually(Duration::from_secs(5), || async {
+        sqlx::query_scalar::<_, i32>(writer)
+            .fetch_optional(pool)
+            .await
+            .expect("pg_stat_activity")
+            .is_some()
+    })
+    .await;
+    assert!(waiting, "the result's statement never waited on the row");
+    // The connection dies under the statement (as in a failover): an error the dispatcher must retry.
+    let killed: bool = sqlx::query_scalar(&format!(
+        "SELECT pg_terminate_backend(pid) FROM ({writer}) w"
+    ))
+    .fetch_one(pool)
+    .await
+    .expect("terminate the writer");
+    assert!(killed);
+    holder.rollback().await.expect("release the row");
+
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            status(pool, id).await == JobStatus::Succeeded
+        })
+        .await,
+        "the result was never written after its statement died"
+    );
+    assert_eq!(result_body(pool, id).await, "the one result");
+    assert_eq!(results_of(pool, id).await, 1);
+    assert_eq!(get(pool, id).await.attempt, 1, "the job ran again");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), events.recv())
+            .await
+            .is_err(),
+        "the handler started again"
+    );
+    workers.shutdown(Duration::from_secs(5)).await;
+}

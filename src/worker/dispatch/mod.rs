@@ -8,6 +8,10 @@
 //! capacity. A succeeded job holds its place until the statement that commits its result, which is why
 //! that same statement may claim a job for it; any other job holds it until its task ends.
 //!
+//! A succeeded job's result is the dispatcher's from the moment its executor hands it in
+//! ([`super::handoff`]): the dispatcher writes it (again after an outage, once the backoff is over),
+//! counts it, and forgets the job in [`super::running`] once the write is settled.
+//!
 //! Batches form without waiting for a timer: up to [`MAX_IN_FLIGHT`] statements run at once, and
 //! completions that arrive meanwhile go into the next one; before sending, the loop yields a few times so
 //! jobs that are about to finish (a batch that was just spawned) join it.
@@ -21,7 +25,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 mod starting;
 mod wakes;
 
-use super::handoff::{Completed, Finished};
+use super::handoff::Finished;
 use super::intake::Handed;
 use super::local_queue::{LocalQueue, Waiting};
 use super::slots::Pace;
@@ -69,13 +73,13 @@ pub(super) struct Stop {
     pub now: CancellationToken,
 }
 
-/// Who waits for a completion: the job's id and its executor's reply channel.
-type Waiter = (uuid::Uuid, oneshot::Sender<Completed>);
-
 /// What a statement in flight gives back.
 struct Answer {
-    /// Who waits for the results it carried.
-    waiters: Vec<Waiter>,
+    /// The jobs whose results it carried, and their kinds (for metrics), in the same order.
+    ids: Vec<uuid::Uuid>,
+    kinds: Vec<String>,
+    /// Those results, given back so they can be sent again after an outage (empty if its task panicked).
+    completions: Vec<Completion>,
     /// How many jobs it asked for.
     limit: usize,
     /// [`Dispatcher::wakes`] when it was sent.
@@ -120,11 +124,16 @@ pub(super) async fn run(
         tenant_epoch: 0,
         draining: false,
         error_backoff: FIRST_ERROR_BACKOFF,
-        claim_after: None,
+        retry_at: None,
     };
     loop {
         while let Some(ended) = dispatcher.tasks.try_join_next() {
             dispatcher.task_ended(ended);
+        }
+        // After joining: a task hands its result in before it ends, so every result of a task joined
+        // so far is in the channel now, and `drained` cannot miss one.
+        while let Ok(done) = dispatcher.finished.try_recv() {
+            dispatcher.pending.push(done);
         }
         if dispatcher.draining {
             dispatcher.give_back().await;
@@ -143,7 +152,7 @@ pub(super) async fn run(
         }
         dispatcher.publish_idle();
         let backoff_over = async {
-            match dispatcher.claim_after {
+            match dispatcher.retry_at {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
@@ -167,7 +176,7 @@ pub(super) async fn run(
                 dispatcher.woken();
                 dispatcher.end_stopped_waiting();
             }
-            _ = backoff_over => dispatcher.claim_after = None,
+            _ = backoff_over => dispatcher.retry_at = None,
         }
     }
 }
@@ -212,8 +221,10 @@ struct Dispatcher {
     /// Counts [`Dispatcher::forget_tenants`]: a search that was in flight meanwhile is not kept.
     tenant_epoch: u64,
     draining: bool,
+    /// After a statement failed: no statement (claim or results) before `retry_at`, and the next pause
+    /// doubles up to [`MAX_ERROR_BACKOFF`].
     error_backoff: Duration,
-    claim_after: Option<Instant>,
+    retry_at: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -266,13 +277,13 @@ impl Dispatcher {
 
     /// What to send now, if anything: how many pending results, and how many jobs to claim.
     fn next_statement(&mut self) -> Option<(usize, usize)> {
-        if self.in_flight.len() >= MAX_IN_FLIGHT {
+        if self.in_flight.len() >= MAX_IN_FLIGHT
+            || self.retry_at.is_some_and(|at| Instant::now() < at)
+        {
             return None;
         }
         let batch = self.pending.len().min(MAX_COMPLETIONS);
-        let may_claim = self.want_jobs
-            && !self.draining
-            && self.claim_after.is_none_or(|at| Instant::now() >= at);
+        let may_claim = self.want_jobs && !self.draining;
         let capacity = self.capacity();
         // The batch's places are freed by the statement that commits it, so it may claim for them.
         let free = (capacity + batch + self.refilling).saturating_sub(self.occupied);
@@ -297,12 +308,10 @@ impl Dispatcher {
         self.reserved += limit;
         self.completing += batch.len();
         self.refilling += batch.len().min(limit);
-        let (completions, waiters): (Vec<Completion>, Vec<Waiter>) = batch
+        let ids: Vec<uuid::Uuid> = batch.iter().map(|done| done.completion.lease.id).collect();
+        let (completions, job_kinds): (Vec<Completion>, Vec<String>) = batch
             .into_iter()
-            .map(|done| {
-                let id = done.completion.lease.id;
-                (done.completion, (id, done.reply))
-            })
+            .map(|done| (done.completion, done.kind))
             .unzip();
         let shared = self.shared.clone();
         let (kinds, left_out_full) = self.claimable_kinds();
@@ -343,15 +352,22 @@ impl Dispatcher {
                 }
                 Err(err) => (Err(err), None),
             };
-            (step, found)
+            (step, found, completions)
         });
         self.in_flight.push(Box::pin(async move {
-            let (step, found) = statement.await.unwrap_or_else(|err| {
+            let (step, found, completions) = statement.await.unwrap_or_else(|err| {
+                // Only if the task panicked: its results are lost with it (see `answered`).
                 let failed = format!("the claim statement's task ended without an answer: {err}");
-                (Err(crate::store::Error::Inconsistent(failed)), None)
+                (
+                    Err(crate::store::Error::Inconsistent(failed)),
+                    None,
+                    Vec::new(),
+                )
             });
             Answer {
-                waiters,
+                ids,
+                completions,
+                kinds: job_kinds,
                 limit,
                 wakes,
                 epoch,
@@ -364,7 +380,9 @@ impl Dispatcher {
 
     fn answered(&mut self, answer: Answer) {
         let Answer {
-            waiters,
+            ids,
+            kinds,
+            completions,
             limit,
             wakes,
             epoch,
@@ -378,25 +396,24 @@ impl Dispatcher {
         }
         self.occupied -= limit;
         self.reserved -= limit;
-        self.completing -= waiters.len();
-        self.refilling -= waiters.len().min(limit);
+        self.completing -= ids.len();
+        self.refilling -= ids.len().min(limit);
         match step {
             Ok(step) => {
                 tracing::trace!(
-                    completed = waiters.len(),
+                    completed = ids.len(),
                     asked = limit,
                     claimed = step.claimed.len(),
                     "statement answered"
                 );
                 self.error_backoff = FIRST_ERROR_BACKOFF;
-                self.occupied -= waiters.len();
                 if limit > 0 && step.claimed.len() < limit && wakes == self.wakes {
                     // The queue ran dry; wait for a notification or the next poll (or for room, if
                     // kinds were left out for want of it).
                     self.want_jobs = false;
                     self.waiting_for_room |= left_out_full;
                 }
-                answer_completions(waiters, &step.completed);
+                self.written(&ids, &kinds, &step.completed);
                 self.occupied += step.claimed.len();
                 for job in step.claimed {
                     // Registered at once, so heartbeats keep the lease alive while the job waits, and
@@ -412,18 +429,57 @@ impl Dispatcher {
                 }
             }
             Err(err) => {
-                let err = Arc::new(err);
-                if limit > 0 {
-                    tracing::warn!(error = %err, retry_in = ?self.error_backoff, "claiming jobs failed");
-                    self.claim_after = Some(Instant::now() + self.error_backoff);
-                    self.error_backoff = (self.error_backoff * 2).min(MAX_ERROR_BACKOFF);
-                }
-                // The executors retry their writes; their slots stay taken meanwhile.
-                for (_, reply) in waiters {
-                    let _ = reply.send(Err(err.clone()));
+                tracing::warn!(error = %err, results = ids.len(), asked = limit, retry_in = ?self.error_backoff,
+                    "the claim statement failed");
+                // No statement until the backoff is over: neither claims nor results hammer a database
+                // that is down.
+                self.retry_at = Some(Instant::now() + self.error_backoff);
+                self.error_backoff = (self.error_backoff * 2).min(MAX_ERROR_BACKOFF);
+                if err.is_unavailable() && completions.len() == ids.len() {
+                    // Written again once the database answers, however long that takes: the write is
+                    // fenced, so a lease lost meanwhile is refused rather than applied twice. Their jobs
+                    // stay in `running`, so heartbeats keep the leases alive and shutdown releases them.
+                    self.pending.extend(
+                        completions
+                            .into_iter()
+                            .zip(kinds)
+                            .map(|(completion, kind)| Finished { completion, kind }),
+                    );
+                } else if !ids.is_empty() {
+                    // The database answered and refused: retrying would loop forever. The leases run out
+                    // and the rescuer gives the jobs another attempt (or fails them when attempts are
+                    // spent).
+                    tracing::error!(error = %err, jobs = ids.len(), "the database refused results; their jobs will be rescued");
+                    self.occupied -= ids.len();
+                    self.shared.running.remove_all(ids);
                 }
             }
         }
+    }
+
+    /// Settles results a statement carried: counts the ones that applied, and forgets all of them (the
+    /// others had lost their lease, so nothing of theirs is this process's any more).
+    fn written(&mut self, ids: &[uuid::Uuid], kinds: &[String], completed: &[uuid::Uuid]) {
+        self.occupied -= ids.len();
+        if ids.is_empty() {
+            return;
+        }
+        let completed: HashSet<&uuid::Uuid> = completed.iter().collect();
+        let mut counted: Vec<(&str, u64)> = Vec::new();
+        for (id, kind) in ids.iter().zip(kinds) {
+            if !completed.contains(id) {
+                tracing::warn!(job = %id, "outcome not written: the lease was lost");
+                continue;
+            }
+            match counted.iter_mut().find(|(seen, _)| *seen == kind.as_str()) {
+                Some((_, count)) => *count += 1,
+                None => counted.push((kind, 1)),
+            }
+        }
+        for (kind, count) in counted {
+            crate::metrics::jobs_succeeded(kind, count);
+        }
+        self.shared.running.remove_all(ids.iter().copied());
     }
 
     /// The grace period is over: stop every job, and wait (briefly) for statements in flight, registering
@@ -439,7 +495,8 @@ impl Dispatcher {
         let settled = tokio::time::timeout(IN_FLIGHT_GRACE, async {
             while let Some(answer) = in_flight.next().await {
                 if let Ok(step) = answer.step {
-                    answer_completions(answer.waiters, &step.completed);
+                    // Written: nothing for shutdown to release. Results not written stay registered.
+                    running.remove_all(step.completed);
                     for job in step.claimed {
                         running.insert(Lease {
                             id: job.id,
@@ -453,12 +510,5 @@ impl Dispatcher {
         if settled.is_err() {
             tracing::warn!("statements still in flight at shutdown; their jobs will be rescued when their leases expire");
         }
-    }
-}
-
-fn answer_completions(waiters: Vec<Waiter>, completed: &[uuid::Uuid]) {
-    let completed: HashSet<_> = completed.iter().collect();
-    for (id, reply) in waiters {
-        let _ = reply.send(Ok(completed.contains(&id)));
     }
 }

@@ -52,7 +52,7 @@ impl Dispatcher {
             && !self.draining
             && self.reserved == 0
             && self.local.is_empty()
-            && self.claim_after.is_none();
+            && self.retry_at.is_none();
         self.shared
             .idle
             .store(idle, std::sync::atomic::Ordering::Release);
