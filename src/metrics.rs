@@ -131,14 +131,14 @@ fn kind_series(kind: &str) -> &'static KindSeries {
     static CACHE: OnceLock<RwLock<HashMap<String, &'static KindSeries>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(series) = read(cache).get(kind) {
-        return *series;
+        return series;
     }
     // Handles made before the recorder exists would stay no-ops.
     let _ = handle();
     let finished = |status: crate::JobStatus| metrics::counter!(JOBS_FINISHED, "kind" => kind.to_owned(), "status" => status.as_str());
     let mut cache = write(cache);
     if let Some(series) = cache.get(kind) {
-        return *series;
+        return series;
     }
     let series: &'static KindSeries = Box::leak(Box::new(KindSeries {
         submitted: metrics::counter!(JOBS_SUBMITTED, "kind" => kind.to_owned()),
