@@ -113,11 +113,11 @@ async fn facade_once(
     }
     scenarios::settle_inserts(&pool).await?;
     scenarios::settle(&pool).await;
-    let mut observer = database.observer().await?;
+    let mut watch = scenarios::DrainWatch::new(database).await?;
     let started = Instant::now();
     let server =
         Server::start_with(database, args.workers, jobdock::Registry::builtin(), config).await?;
-    while scenarios::pending(&mut observer).await? {
+    while watch.pending().await? {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
