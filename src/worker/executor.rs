@@ -54,7 +54,13 @@ pub(super) async fn execute(
         shared.running.stop(job.id, StopReason::CancelRequested);
     }
     let started = std::time::Instant::now();
-    let outcome = match (shared.running.reason(job.id), &slot) {
+    // Only a job that was told to stop needs the map's word on why.
+    let stopped = if stop.is_cancelled() {
+        shared.running.reason(job.id)
+    } else {
+        None
+    };
+    let outcome = match (stopped, &slot) {
         // Told to stop while it waited in the local queue: its handler never starts.
         (Some(StopReason::CancelRequested), _) => Outcome::Cancelled,
         (Some(reason), _) => Outcome::Abandoned(reason),

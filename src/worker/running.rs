@@ -29,6 +29,17 @@ struct Entry {
     finishing: bool,
 }
 
+impl Entry {
+    fn new(lease: Lease, stop: CancellationToken) -> Entry {
+        Entry {
+            lease,
+            stop,
+            reason: None,
+            finishing: false,
+        }
+    }
+}
+
 /// Shared between the executor tasks, the heartbeat, the listener and shutdown.
 ///
 /// A `std::sync::Mutex`, not a tokio one: it is held only for map operations, never across an `.await`.
@@ -49,16 +60,29 @@ impl Running {
     /// Registers a job; the returned token is cancelled when it should stop.
     pub fn insert(&self, lease: Lease) -> CancellationToken {
         let stop = CancellationToken::new();
-        self.lock().insert(
-            lease.id,
-            Entry {
-                lease,
-                stop: stop.clone(),
-                reason: None,
-                finishing: false,
-            },
-        );
+        self.lock()
+            .insert(lease.id, Entry::new(lease, stop.clone()));
         stop
+    }
+
+    /// Registers a claimed batch under one lock (the executors of the previous batch are using the map
+    /// at the same moment); the tokens come back in the same order.
+    pub fn insert_all(
+        &self,
+        leases: impl ExactSizeIterator<Item = Lease>,
+    ) -> Vec<CancellationToken> {
+        let entries: Vec<(Lease, CancellationToken)> = leases
+            .map(|lease| (lease, CancellationToken::new()))
+            .collect();
+        let mut jobs = self.lock();
+        jobs.reserve(entries.len());
+        entries
+            .into_iter()
+            .map(|(lease, stop)| {
+                jobs.insert(lease.id, Entry::new(lease, stop.clone()));
+                stop
+            })
+            .collect()
     }
 
     /// Why a job was told to stop, if it was.

@@ -415,13 +415,16 @@ impl Dispatcher {
                 }
                 self.written(&ids, &kinds, &step.completed);
                 self.occupied += step.claimed.len();
-                for job in step.claimed {
-                    // Registered at once, so heartbeats keep the lease alive while the job waits, and
-                    // shutdown finds it to give it back.
-                    let stop = self.shared.running.insert(Lease {
+                // Registered at once, so heartbeats keep the leases alive while the jobs wait, and
+                // shutdown finds them to give them back.
+                let stops = self
+                    .shared
+                    .running
+                    .insert_all(step.claimed.iter().map(|job| Lease {
                         id: job.id,
                         token: job.lease_token,
-                    });
+                    }));
+                for (job, stop) in step.claimed.into_iter().zip(stops) {
                     self.local.push(Waiting { job, stop });
                 }
                 if !self.draining {
