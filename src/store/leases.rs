@@ -222,6 +222,8 @@ struct StepRow {
     timeout_secs: Option<i32>,
     lease_token: Option<Uuid>,
     cancel_requested: Option<bool>,
+    priority: Option<i32>,
+    run_at: Option<chrono::DateTime<chrono::Utc>>,
     created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -240,6 +242,8 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for StepRow {
             timeout_secs: row.try_get(6)?,
             lease_token: row.try_get(7)?,
             cancel_requested: row.try_get(8)?,
+            priority: row.try_get(9)?,
+            run_at: row.try_get(10)?,
             created_at: row.try_get(11)?,
         })
     }
@@ -252,15 +256,13 @@ macro_rules! complete_and_claim_sql {
         "WITH done AS ( \
            UPDATE jobs j SET status = 'succeeded', finished_at = now(), updated_at = now(), \
              lease_token = NULL, lease_expires_at = NULL, error = NULL \
-           FROM unnest($1::uuid[], $2::uuid[]) AS input(id, token) \
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[], $9::jsonb[]) \
+             AS input(id, token, content_type, body, headers) \
            WHERE j.id = ANY(ARRAY[input.id]) AND j.lease_token = ANY(ARRAY[input.token]) \
-           RETURNING j.id), \
+           RETURNING j.id, input.content_type, input.body, input.headers), \
          stored AS ( \
            INSERT INTO results (job_id, content_type, body, headers) \
-           SELECT input.id, input.content_type, input.body, input.headers \
-           FROM unnest($1::uuid[], $3::text[], $4::bytea[], $9::jsonb[]) \
-             AS input(id, content_type, body, headers) \
-           JOIN done ON done.id = input.id \
+           SELECT id, content_type, body, headers FROM done \
            RETURNING job_id), ",
         $next,
         ", \
@@ -279,8 +281,7 @@ macro_rules! complete_and_claim_sql {
          UNION ALL \
          SELECT false, id, kind, payload, attempt, max_attempts, timeout_secs, lease_token, \
            cancel_requested, priority, run_at, created_at \
-         FROM claimed \
-         ORDER BY completed DESC, priority DESC, run_at, id",
+         FROM claimed",
         )
     };
 }
@@ -362,6 +363,9 @@ pub async fn complete_and_claim(
         rows
     };
     let mut step = Step::default();
+    // Claim order, sorted here rather than by the statement: a sort of every returned row was PostgreSQL
+    // work the queue's ceiling does not do, on the two cores both share.
+    let mut order: Vec<(i32, chrono::DateTime<chrono::Utc>)> = Vec::new();
     for row in rows {
         let id = row.id;
         if row.completed {
@@ -376,6 +380,8 @@ pub async fn complete_and_claim(
             Some(max_attempts),
             Some(timeout_secs),
             Some(lease_token),
+            Some(priority),
+            Some(run_at),
             Some(created_at),
         ) = (
             row.kind,
@@ -384,6 +390,8 @@ pub async fn complete_and_claim(
             row.max_attempts,
             row.timeout_secs,
             row.lease_token,
+            row.priority,
+            row.run_at,
             row.created_at,
         )
         else {
@@ -402,6 +410,14 @@ pub async fn complete_and_claim(
             cancel_requested: row.cancel_requested.unwrap_or(false),
             created_at,
         });
+        order.push((priority, run_at));
+    }
+    if !step.claimed.is_empty() {
+        let mut keyed: Vec<_> = order.into_iter().zip(step.claimed).collect();
+        keyed.sort_by(|((pa, ra), a), ((pb, rb), b)| {
+            pb.cmp(pa).then(ra.cmp(rb)).then(a.id.cmp(&b.id))
+        });
+        step.claimed = keyed.into_iter().map(|(_, job)| job).collect();
     }
     Ok(step)
 }
