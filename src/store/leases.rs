@@ -363,9 +363,9 @@ pub async fn complete_and_claim(
         rows
     };
     let mut step = Step::default();
-    // Claim order, sorted here rather than by the statement: a sort of every returned row was PostgreSQL
-    // work the queue's ceiling does not do, on the two cores both share.
-    let mut order: Vec<(i32, chrono::DateTime<chrono::Utc>)> = Vec::new();
+    // Claimed jobs with their place in claim order, sorted here rather than by the statement: a sort of
+    // every returned row was PostgreSQL work the queue's ceiling does not do, on the two cores both share.
+    let mut claimed: Vec<((i32, chrono::DateTime<chrono::Utc>), ClaimedJob)> = Vec::new();
     for row in rows {
         let id = row.id;
         if row.completed {
@@ -399,7 +399,7 @@ pub async fn complete_and_claim(
                 "claimed job {id} came back with missing columns"
             )));
         };
-        step.claimed.push(ClaimedJob {
+        let job = ClaimedJob {
             id,
             kind,
             payload,
@@ -409,16 +409,12 @@ pub async fn complete_and_claim(
             lease_token,
             cancel_requested: row.cancel_requested.unwrap_or(false),
             created_at,
-        });
-        order.push((priority, run_at));
+        };
+        claimed.push(((priority, run_at), job));
     }
-    if !step.claimed.is_empty() {
-        let mut keyed: Vec<_> = order.into_iter().zip(step.claimed).collect();
-        keyed.sort_by(|((pa, ra), a), ((pb, rb), b)| {
-            pb.cmp(pa).then(ra.cmp(rb)).then(a.id.cmp(&b.id))
-        });
-        step.claimed = keyed.into_iter().map(|(_, job)| job).collect();
-    }
+    claimed
+        .sort_by(|((pa, ra), a), ((pb, rb), b)| pb.cmp(pa).then(ra.cmp(rb)).then(a.id.cmp(&b.id)));
+    step.claimed = claimed.into_iter().map(|(_, job)| job).collect();
     Ok(step)
 }
 
