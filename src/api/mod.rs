@@ -73,6 +73,8 @@ pub struct ApiState {
     pub intake: Option<crate::worker::intake::Intake>,
     /// Group reads for the status monitor.
     pub reads: jobs::reads::ReadGroups,
+    /// Tells workers about submitted jobs once they have committed.
+    pub announcer: jobs::announce::Announcer,
 }
 
 impl ApiState {
@@ -88,6 +90,7 @@ impl ApiState {
         );
         ApiState {
             groups: jobs::grouping::SubmitGroups::start(pool.clone(), lanes.clone()),
+            announcer: jobs::announce::Announcer::start(pool.clone()),
             completions: worker::completions::CompleteGroups::start(pool.clone()),
             reads: jobs::reads::ReadGroups::start(lanes),
             pool,
@@ -109,8 +112,10 @@ impl ApiState {
         }
     }
 
-    /// Hands submitted jobs straight to `intake`'s workers while they are idle.
+    /// Hands submitted jobs straight to `intake`'s workers while they are idle, and wakes them directly when
+    /// jobs are queued.
     pub fn with_intake(mut self, intake: crate::worker::intake::Intake) -> ApiState {
+        self.announcer = self.announcer.with_local(intake.clone());
         self.intake = Some(intake);
         self
     }

@@ -3,7 +3,7 @@
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::{job_columns, notify_jobs_channel};
+use super::job_columns;
 use crate::job::{Job, JobStatus, NewJob};
 
 /// Whose jobs a caller may see: `Some(tenant)` for that tenant's only, `None` for every tenant's (an
@@ -21,7 +21,8 @@ pub enum Inserted {
     KeyConflict,
 }
 
-/// Stores jobs in one statement (one commit), in order, and tells the workers there is work.
+/// Stores jobs in one statement (one commit), in order. It sends no notification: tell the workers with
+/// [`super::notify::jobs_submitted`] once it has committed.
 ///
 /// Jobs carrying an idempotency key are not allowed here; use [`insert_one`] for those.
 pub async fn insert_many(
@@ -29,7 +30,7 @@ pub async fn insert_many(
     jobs: &[NewJob],
 ) -> super::Result<Vec<Job>> {
     debug_assert!(jobs.iter().all(|job| job.idempotency.is_none()));
-    // One statement, so one round trip and one commit; the NOTIFY in it is delivered at that commit.
+    // One statement, so one round trip and one commit.
     let query = sqlx::query_as(concat!(
         "WITH inserted AS (",
         "  INSERT INTO jobs (id, kind, queue, payload, priority, run_at, max_attempts, timeout_secs, tenant, ",
@@ -42,10 +43,7 @@ pub async fn insert_many(
         "            callback_url) ",
         "  RETURNING ",
         job_columns!(),
-        "), notified AS (SELECT count(pg_notify('",
-        notify_jobs_channel!(),
-        "', tenant)) FROM (SELECT DISTINCT tenant FROM unnest($9::text[]) AS t(tenant)) t) ",
-        "SELECT inserted.* FROM inserted, notified ORDER BY id"
+        ") SELECT * FROM inserted ORDER BY id"
     ));
     bind_columns(query, jobs)
         .fetch_all(db)
@@ -53,7 +51,8 @@ pub async fn insert_many(
         .map_err(Into::into)
 }
 
-/// Stores one job, honouring its idempotency key if it has one.
+/// Stores one job, honouring its idempotency key if it has one. Like [`insert_many`], it sends no
+/// notification.
 pub async fn insert_one(pool: &PgPool, job: &NewJob) -> super::Result<Inserted> {
     let Some(idem) = &job.idempotency else {
         let mut rows = insert_many(pool, std::slice::from_ref(job)).await?;
@@ -70,10 +69,7 @@ pub async fn insert_one(pool: &PgPool, job: &NewJob) -> super::Result<Inserted> 
         "  ON CONFLICT (idempotency_caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING ",
         "  RETURNING ",
         job_columns!(),
-        "), notified AS (SELECT count(pg_notify('",
-        notify_jobs_channel!(),
-        "', tenant)) FROM (SELECT $12::text AS tenant FROM inserted LIMIT 1) t) ",
-        "SELECT inserted.* FROM inserted, notified"
+        ") SELECT * FROM inserted"
     ))
     .bind(job.id)
     .bind(&job.kind)
@@ -126,7 +122,7 @@ pub enum BatchInserted {
 
 /// Stores a batch whose jobs carry per-position idempotency keys derived from one client key (same
 /// caller, same fingerprint): all of them in one transaction, or, when the keys are taken, the jobs
-/// stored under them by the same batch before.
+/// stored under them by the same batch before. Like [`insert_many`], it sends no notification.
 pub async fn insert_many_keyed(
     pool: &PgPool,
     jobs: &[NewJob],
@@ -148,10 +144,7 @@ pub async fn insert_many_keyed(
         "  ON CONFLICT (idempotency_caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING ",
         "  RETURNING ",
         job_columns!(),
-        "), notified AS (SELECT count(pg_notify('",
-        notify_jobs_channel!(),
-        "', tenant)) FROM (SELECT DISTINCT tenant FROM unnest($9::text[]) AS t(tenant)) t) ",
-        "SELECT inserted.* FROM inserted, notified ORDER BY id"
+        ") SELECT * FROM inserted ORDER BY id"
     ));
     let created: Vec<Job> = bind_columns(query, jobs)
         .bind(caller)

@@ -25,6 +25,18 @@ pub async fn cancel_requested(pool: &PgPool, id: Uuid) -> super::Result<()> {
     Ok(())
 }
 
+/// Tells idle workers (in every replica) that `tenants` have new jobs: one notification per tenant, in one
+/// statement of its own. Send it after the jobs commit, never in their transaction: see
+/// [`crate::api::jobs::announce`] for why.
+pub async fn jobs_submitted(pool: &PgPool, tenants: &[String]) -> super::Result<()> {
+    sqlx::query("SELECT count(pg_notify($1, tenant)) FROM unnest($2::text[]) AS t(tenant)")
+        .bind(JOBS_CHANNEL)
+        .bind(tenants)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Tells idle workers (in every replica) that jobs are due, e.g. after a retry or a release.
 pub async fn jobs_available(pool: &PgPool) -> super::Result<()> {
     sqlx::query("SELECT pg_notify($1, '')")

@@ -70,6 +70,14 @@ impl Intake {
     }
 }
 
+impl Intake {
+    /// The API stored queued jobs of `tenant`: wakes the dispatcher as their notification would, without
+    /// waiting for it to come back from the database.
+    pub fn jobs_submitted(&self, tenant: &str) {
+        self.shared.jobs_notified(tenant);
+    }
+}
+
 /// The one reservation out at a time; given back when dropped.
 struct OneAtATime(Arc<AtomicBool>);
 

@@ -13,6 +13,25 @@ use crate::store::notify;
 /// Notification payloads kept between two looks of the dispatcher.
 const MAX_REMEMBERED: usize = 256;
 
+impl Shared {
+    /// Jobs of `tenant` (empty: of any) are due: tells the dispatcher, and every other waiter.
+    pub(super) fn jobs_notified(&self, tenant: &str) {
+        if let Ok(mut notified) = self.notified.lock() {
+            // Bounded: past it, the dispatcher looks for tenants again anyway. A name already noted
+            // is not noted twice (a busy API notes one per submission).
+            if !notified.iter().any(|noted| noted == tenant) {
+                if notified.len() < MAX_REMEMBERED {
+                    notified.push(tenant.to_owned());
+                } else if notified.len() == MAX_REMEMBERED {
+                    notified.push(String::new());
+                }
+            }
+        }
+        self.wake.notify_one();
+        self.signals.jobs_available();
+    }
+}
+
 pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         let Some(mut listener) =
@@ -20,9 +39,8 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         else {
             return;
         };
-        // Anything sent while we were not listening is lost: look once.
-        shared.wake.notify_one();
-        shared.signals.jobs_available();
+        // Anything sent while we were not listening is lost: look once, for every tenant.
+        shared.jobs_notified("");
         loop {
             let received = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -34,18 +52,7 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                         shared.running.stop(id, StopReason::CancelRequested);
                     }
                 }
-                Ok(notification) => {
-                    if let Ok(mut notified) = shared.notified.lock() {
-                        // Bounded: past it, the dispatcher looks for tenants again anyway.
-                        if notified.len() < MAX_REMEMBERED {
-                            notified.push(notification.payload().to_owned());
-                        } else if notified.len() == MAX_REMEMBERED {
-                            notified.push(String::new());
-                        }
-                    }
-                    shared.wake.notify_one();
-                    shared.signals.jobs_available();
-                }
+                Ok(notification) => shared.jobs_notified(notification.payload()),
                 Err(err) => {
                     tracing::debug!(error = %err, "LISTEN connection lost; reconnecting");
                     break;

@@ -83,3 +83,62 @@ async fn jobs_of_a_capped_tenant_or_scheduled_later_go_through_the_queue() {
     app.wait_for_status(id, "succeeded").await;
     assert!(!started_in_its_own_commit(&app, id).await);
 }
+
+/// Idle workers in another process, polling only once a minute: what wakes them is the notification the
+/// API sends once a submission has committed.
+async fn workers_elsewhere(app: &TestApp) -> jobdock::worker::WorkerPool {
+    let mut settings = test_settings(&app.database.url);
+    settings.poll_interval = Duration::from_secs(60);
+    let config = jobdock::worker::WorkerConfig::from_settings(&settings);
+    let workers =
+        jobdock::worker::WorkerPool::start(app.pool.clone(), jobdock::Registry::builtin(), config);
+    // Started: its listener is connected once it has looked for jobs and found none.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    workers
+}
+
+#[tokio::test]
+async fn jobs_submitted_to_a_server_without_workers_wake_idle_workers_elsewhere_at_once() {
+    let app = spawn_app_with(|settings| settings.workers = 0).await;
+    let workers = workers_elsewhere(&app).await;
+    for body in [
+        json!({"kind": "echo"}),
+        // The idempotent path and the batch path commit on their own and notify too.
+        json!({"kind": "echo", "payload": {"keyed": true}}),
+    ] {
+        let started = std::time::Instant::now();
+        let id = if body["payload"]["keyed"] == true {
+            let response = app
+                .client
+                .post(app.url("/v1/jobs"))
+                .header("Idempotency-Key", "wake-once")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+            let body: serde_json::Value = response.json().await.unwrap();
+            body["id"].as_str().unwrap().parse().unwrap()
+        } else {
+            app.submit(body).await
+        };
+        app.wait_for_status(id, "succeeded").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the job waited {:?} for a worker that polls once a minute",
+            started.elapsed()
+        );
+    }
+    let started = std::time::Instant::now();
+    let response = app
+        .post_batch(json!({"jobs": [{"kind": "echo"}, {"kind": "echo"}]}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let body: serde_json::Value = response.json().await.unwrap();
+    for job in body["jobs"].as_array().unwrap() {
+        let id: Uuid = job["id"].as_str().unwrap().parse().unwrap();
+        app.wait_for_status(id, "succeeded").await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    workers.shutdown(Duration::from_secs(5)).await;
+}

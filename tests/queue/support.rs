@@ -57,10 +57,16 @@ pub fn new_job(kind: &str) -> NewJob {
     NewJob::new(kind, json!({}))
 }
 
+/// Stores `jobs` and tells idle workers, as the API does.
 pub async fn insert(pool: &PgPool, jobs: &[NewJob]) -> Vec<Job> {
-    jobdock::store::jobs::insert_many(pool, jobs)
+    let stored = jobdock::store::jobs::insert_many(pool, jobs)
         .await
-        .expect("insert jobs")
+        .expect("insert jobs");
+    let tenants: Vec<String> = stored.iter().map(|job| job.tenant.clone()).collect();
+    jobdock::store::notify::jobs_submitted(pool, &tenants)
+        .await
+        .expect("notify");
+    stored
 }
 
 pub async fn insert_one(pool: &PgPool, job: NewJob) -> Uuid {

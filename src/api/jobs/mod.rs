@@ -8,6 +8,7 @@
 //! - [`monitor`]: the status monitor's answer (`Retry-After`, `ETag`, 302/200/304).
 //! - [`waiting`]: long polls, `Prefer: wait` and event streams.
 
+pub mod announce;
 pub mod forecast;
 pub mod grouping;
 mod monitor;
@@ -121,9 +122,11 @@ impl JobsApi {
                 fingerprint,
             });
         }
+        let mut handed = false;
         let inserted = if job.idempotency.is_some() {
             store::jobs::insert_one(&self.state.pool, &job).await
         } else if let Some(reservation) = self.idle_worker_for(&job) {
+            handed = true;
             // Stored and claimed by this process's idle workers in one commit: it starts at once.
             let stored = store::intake::insert_started(
                 &self.state.pool,
@@ -147,6 +150,10 @@ impl JobsApi {
         };
         if let Ok(Inserted::Created(job)) = &inserted {
             crate::metrics::job_submitted(&job.kind);
+            if !handed {
+                // Stored queued: idle workers anywhere should look (the intake's job is running already).
+                self.state.announcer.submitted(&job.tenant);
+            }
         }
         match inserted {
             Ok(Inserted::Created(job)) | Ok(Inserted::Existing(job)) => {
@@ -224,6 +231,7 @@ impl JobsApi {
                     stored
                         .iter()
                         .for_each(|job| crate::metrics::job_submitted(&job.kind));
+                    self.state.announcer.submitted(&tenant);
                 }
                 stored
             }
@@ -244,6 +252,7 @@ impl JobsApi {
                         stored
                             .iter()
                             .for_each(|job| crate::metrics::job_submitted(&job.kind));
+                        self.state.announcer.submitted(&tenant);
                         Ok(stored)
                     }
                     Ok(BatchInserted::Existing(stored)) => Ok(stored),

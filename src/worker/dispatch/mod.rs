@@ -121,6 +121,7 @@ pub(super) async fn run(
         refilling: 0,
         wakes: 0,
         tenants: None,
+        named_meanwhile: Vec::new(),
         tenant_epoch: 0,
         draining: false,
         error_backoff: FIRST_ERROR_BACKOFF,
@@ -217,7 +218,10 @@ struct Dispatcher {
     /// The tenants with queued jobs as a search found them (plus those notifications named since): claims
     /// take turns among these until the next poll tick or an unnamed notification, instead of each
     /// looking for tenants again (see `store::leases::queued_tenants`).
-    tenants: Option<(Arc<[String]>, u64)>,
+    tenants: Option<Arc<[String]>>,
+    /// Tenants notifications named while `tenants` was unknown: a search in flight may have looked
+    /// before their jobs arrived, so its answer is completed with them.
+    named_meanwhile: Vec<String>,
     /// Counts [`Dispatcher::forget_tenants`]: a search that was in flight meanwhile is not kept.
     tenant_epoch: u64,
     draining: bool,
@@ -317,7 +321,7 @@ impl Dispatcher {
         let (kinds, left_out_full) = self.claimable_kinds();
         let wakes = self.wakes;
         let epoch = self.tenant_epoch;
-        let known = self.tenants.as_ref().map(|(tenants, _)| tenants.clone());
+        let known = self.tenants.clone();
         // The statement, and decoding the rows it returns, run in a task of their own: the dispatcher's
         // loop is one task, and decoding 500 claimed jobs in it capped a drain at what one core could do
         // while the database had room for more.
@@ -390,9 +394,8 @@ impl Dispatcher {
             found,
             step,
         } = answer;
-        // Kept only while nothing new may have arrived since it looked.
-        if let Some(found) = found.filter(|_| epoch == self.tenant_epoch) {
-            self.tenants = Some((found, epoch));
+        if let Some(found) = found {
+            self.found_tenants(found, epoch);
         }
         self.occupied -= limit;
         self.reserved -= limit;
