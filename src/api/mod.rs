@@ -69,8 +69,6 @@ pub struct ApiState {
     pub paces: jobs::forecast::Paces,
     /// `[webhooks]`: which callback URLs submissions may carry.
     pub webhooks: std::sync::Arc<crate::webhooks::WebhookSettings>,
-    /// This process's workers, which take a submitted job directly while they are idle.
-    pub intake: Option<crate::worker::intake::Intake>,
     /// Group reads for the status monitor.
     pub reads: jobs::reads::ReadGroups,
     /// Tells workers about submitted jobs once they have committed.
@@ -88,9 +86,14 @@ impl ApiState {
             pool.clone(),
             usize::try_from(pool.options().get_max_connections() / 2).unwrap_or(1),
         );
+        let announcer = jobs::announce::Announcer::start(pool.clone());
         ApiState {
-            groups: jobs::grouping::SubmitGroups::start(pool.clone(), lanes.clone()),
-            announcer: jobs::announce::Announcer::start(pool.clone()),
+            groups: jobs::grouping::SubmitGroups::start(
+                pool.clone(),
+                lanes.clone(),
+                announcer.clone(),
+            ),
+            announcer,
             completions: worker::completions::CompleteGroups::start(pool.clone()),
             reads: jobs::reads::ReadGroups::start(lanes),
             pool,
@@ -108,7 +111,6 @@ impl ApiState {
             watchers: Default::default(),
             paces: Default::default(),
             webhooks: Default::default(),
-            intake: None,
         }
     }
 
@@ -116,7 +118,7 @@ impl ApiState {
     /// jobs are queued.
     pub fn with_intake(mut self, intake: crate::worker::intake::Intake) -> ApiState {
         self.announcer = self.announcer.with_local(intake.clone());
-        self.intake = Some(intake);
+        self.groups = self.groups.with_intake(intake, self.announcer.clone());
         self
     }
 

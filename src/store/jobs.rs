@@ -409,11 +409,11 @@ pub async fn delete(pool: &PgPool, id: Uuid, tenant: Visible<'_>) -> super::Resu
     })
 }
 
-type JobsQuery<'q> = sqlx::query::QueryAs<'q, Postgres, Job, sqlx::postgres::PgArguments>;
+type JobsQuery<'q, O = Job> = sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>;
 
-/// Binds the columns of `jobs` as the arrays `$1` to `$9` of an `unnest` insert: id, kind, queue,
-/// payload, priority, run_at, max_attempts, timeout_secs, tenant.
-fn bind_columns<'q>(query: JobsQuery<'q>, jobs: &'q [NewJob]) -> JobsQuery<'q> {
+/// Binds the columns of `jobs` as the arrays `$1` to `$10` of an `unnest` insert: id, kind, queue,
+/// payload, priority, run_at, max_attempts, timeout_secs, tenant, callback_url.
+pub(super) fn bind_columns<'q, O>(query: JobsQuery<'q, O>, jobs: &'q [NewJob]) -> JobsQuery<'q, O> {
     query
         .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())

@@ -1,16 +1,17 @@
-//! The intake: how a `serve` process's API gives a job it is storing straight to its own workers when
-//! they are idle, so the job starts without waiting for a notification and a claim (DESIGN §4's pickup
-//! path, one commit instead of two).
+//! The intake: how a `serve` process's API gives jobs it is storing straight to its own workers when
+//! they are idle, so the jobs start without waiting for a notification and a claim, and their rows are
+//! written once instead of twice (DESIGN §4's pickup path, one commit instead of two).
 //!
-//! Only when nothing could be ahead of the job: the dispatcher's last claim found no due job of its kinds
-//! and nothing is in flight ([`Shared::idle`]), a slot (and room under the kind's `max_concurrency`) is
-//! free, the kind is not paused, the job's tenant has no `max_running` cap, and no other submission is
-//! taking this path right now (under load, group commit stores many jobs in one commit, which is worth
-//! more than skipping a claim). Anything else goes the usual way, through the queue. The job is claimed in the transaction that stores it, under this
-//! process's lease, so every guarantee of a claimed job holds: heartbeats, cancellation, rescue if this
-//! process dies, release on shutdown.
+//! Only when the workers have room nobody here is waiting for: no claim is in flight and no claimed job
+//! waits for a slot ([`Shared::idle`]), a slot (and room under the kind's `max_concurrency`) is free, the
+//! kind is not paused, the job's tenant has no `max_running` cap and the job is due now. Anything else
+//! goes the usual way, through the queue. A job another process queued just before is not passed over
+//! for long: its notification makes the dispatcher claim at once, which closes the intake until that
+//! claim is answered, and it starts beside the handed jobs. The jobs are claimed in the statement that stores
+//! them (a submission group, see `api::jobs::grouping`), under this process's lease, so every guarantee of
+//! a claimed job holds: heartbeats, cancellation, rescue if this process dies, release on shutdown.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::slots::Slot;
 use super::Shared;
+use crate::job::NewJob;
 use crate::store::leases::{self, ClaimedJob, Lease};
 
 /// A job stored and claimed by the API, with the slot reserved for it.
@@ -31,46 +33,49 @@ pub(super) struct Handed {
 pub struct Intake {
     shared: Arc<Shared>,
     sender: mpsc::UnboundedSender<Handed>,
-    /// A reservation is out: concurrent submissions go through the queue, where group commit stores
-    /// them together (one commit for many instead of one each).
-    reserved: Arc<AtomicBool>,
 }
 
 impl Intake {
     pub(super) fn new(shared: Arc<Shared>, sender: mpsc::UnboundedSender<Handed>) -> Intake {
-        Intake {
-            shared,
-            sender,
-            reserved: Arc::new(AtomicBool::new(false)),
-        }
+        Intake { shared, sender }
     }
 
-    /// A slot for a job of `kind` and `tenant`, if the workers are idle and may start it now.
-    pub fn reserve(&self, kind: &str, tenant: &str) -> Option<Reservation> {
+    /// A slot for each of `jobs` the workers may start now, in order; `None` for those that must go
+    /// through the queue.
+    pub fn reserve(&self, jobs: &[NewJob]) -> Vec<Option<Reservation>> {
         let shared = &self.shared;
-        if !shared.idle.load(Ordering::Acquire)
-            || shared.registry.get(kind).is_none()
-            || shared
-                .config
-                .caps
-                .names
-                .iter()
-                .any(|capped| capped == tenant)
-            || shared.pauses.is_paused(kind)
-        {
-            return None;
-        }
-        let one = OneAtATime::take(&self.reserved)?;
-        let slot = shared.slots.take(kind)?;
-        Some(Reservation {
-            intake: self.clone(),
-            slot,
-            _one: one,
-        })
+        let idle = shared.idle.load(Ordering::Acquire);
+        let now = chrono::Utc::now();
+        jobs.iter()
+            .map(|job| {
+                let may_start = idle
+                    && job.idempotency.is_none()
+                    && job.run_at.is_none_or(|at| at <= now)
+                    && shared.registry.get(&job.kind).is_some()
+                    && !shared.config.caps.names.contains(&job.tenant)
+                    && !shared.pauses.is_paused(&job.kind);
+                if !may_start {
+                    return None;
+                }
+                let slot = shared.slots.take(&job.kind)?;
+                Some(Reservation {
+                    intake: self.clone(),
+                    slot,
+                })
+            })
+            .collect()
     }
-}
 
-impl Intake {
+    /// How long the leases of jobs stored started last.
+    pub fn lease(&self) -> Duration {
+        self.shared.config.lease
+    }
+
+    /// The worker id claimed jobs carry.
+    pub fn worker_id(&self) -> &str {
+        &self.shared.config.worker_id
+    }
+
     /// The API stored queued jobs of `tenant`: wakes the dispatcher as their notification would, without
     /// waiting for it to come back from the database.
     pub fn jobs_submitted(&self, tenant: &str) {
@@ -78,45 +83,19 @@ impl Intake {
     }
 }
 
-/// The one reservation out at a time; given back when dropped.
-struct OneAtATime(Arc<AtomicBool>);
-
-impl OneAtATime {
-    fn take(flag: &Arc<AtomicBool>) -> Option<OneAtATime> {
-        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .ok()
-            .map(|_| OneAtATime(flag.clone()))
-    }
-}
-
-impl Drop for OneAtATime {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
-/// A reserved slot: store the job with [`crate::store::intake::insert_started`], then [`Reservation::start`]
-/// it. Dropped unused, the slot is free again.
+/// A reserved slot: store the job started (see `store::intake::insert_many_started`), then
+/// [`Reservation::start`] it. Dropped unused, the slot is free again.
 pub struct Reservation {
     intake: Intake,
     slot: Slot,
-    _one: OneAtATime,
 }
 
 impl Reservation {
-    pub fn lease(&self) -> Duration {
-        self.intake.shared.config.lease
-    }
-
-    pub fn worker_id(&self) -> &str {
-        &self.intake.shared.config.worker_id
-    }
-
     /// Hands the claimed job to the dispatcher, which runs it in the reserved slot. If the pool has shut
     /// down meanwhile, the job goes back to the queue at once (or is rescued when its lease runs out, if
     /// even that fails).
     pub async fn start(self, job: ClaimedJob) {
-        let Reservation { intake, slot, .. } = self;
+        let Reservation { intake, slot } = self;
         if let Err(mpsc::error::SendError(handed)) = intake.sender.send(Handed { job, slot }) {
             let lease = Lease {
                 id: handed.job.id,

@@ -116,6 +116,16 @@ impl LocalQueue {
         self.len == 0
     }
 
+    /// The `n` waiting jobs last in claim order, taken out of the queue.
+    pub fn take_newest(&mut self, n: usize) -> Vec<Waiting> {
+        let mut all = self.take_all();
+        let newest = all.split_off(all.len().saturating_sub(n));
+        for waiting in all {
+            self.push(waiting);
+        }
+        newest
+    }
+
     /// Every waiting job, taken out of the queue.
     pub fn take_all(&mut self) -> Vec<Waiting> {
         self.len = 0;

@@ -112,7 +112,7 @@ pub(crate) struct Shared {
     pub pauses: pauses::Pauses,
     /// How many jobs run at once, in all and per kind.
     pub slots: Arc<slots::Slots>,
-    /// The dispatcher found nothing to claim and has nothing in flight: the API may hand it jobs
+    /// No claim is in flight and no claimed job waits for a slot: the API may hand the dispatcher jobs
     /// ([`intake`]).
     pub idle: std::sync::atomic::AtomicBool,
 }

@@ -244,3 +244,120 @@ async fn a_job_cancelled_while_it_waits_for_room_ends_cancelled_without_running(
     assert!(reaches(pool, running, JobStatus::Succeeded, Duration::from_secs(5)).await);
     workers.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Whether a claim statement of the workers is blocked waiting for a lock.
+async fn a_claim_is_blocked(pool: &sqlx::PgPool) -> bool {
+    count(
+        pool,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+           AND wait_event_type = 'Lock' AND query LIKE '%WITH done AS%' \
+           AND query NOT LIKE '%pg_stat_activity%'",
+    )
+    .await
+        > 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_claimed_while_the_intake_took_its_slot_goes_back_to_the_queue_at_once() {
+    use jobdock::store::intake::insert_many_started;
+    let db = Db::new().await;
+    let pool = &db.pool;
+    let (gate, mut events, open) = Gate::new("gated", "finished", GateMode::WaitForGate);
+    // No poll ticks during the test: every claim after the first is one a notification asked for.
+    let mut config = config(1, Duration::from_secs(30), Duration::from_millis(10));
+    config.poll_interval = Duration::from_secs(60);
+    let workers = WorkerPool::start(pool.clone(), Registry::empty().with(gate), config);
+    assert!(eventually(Duration::from_secs(5), || listener_is_up(pool)).await);
+    // The first claim has been answered (found nothing) before the lock is taken.
+    let first_claim_done = eventually(Duration::from_secs(5), || async {
+        count(
+            pool,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+               AND state = 'idle' AND query LIKE '%WITH done AS%' \
+               AND query NOT LIKE '%pg_stat_activity%'",
+        )
+        .await
+            > 0
+    })
+    .await;
+    assert!(first_claim_done);
+
+    // Hold the claim statement in flight: it writes results, so a SHARE lock on them stops it.
+    let mut blocker = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE results IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock results");
+    let queued = insert_one(pool, new_job("gated")).await;
+    assert!(
+        eventually(Duration::from_secs(5), || a_claim_is_blocked(pool)).await,
+        "no claim went out for the queued job"
+    );
+
+    // Meanwhile the API stores a job and hands it to the idle workers: it takes the only slot.
+    let intake = workers.intake();
+    let handed_job = new_job("gated");
+    let mut reservations = intake.reserve(std::slice::from_ref(&handed_job));
+    let reservation = reservations
+        .pop()
+        .flatten()
+        .expect("a claim in flight does not close the intake");
+    let mut stored = insert_many_started(
+        pool,
+        std::slice::from_ref(&handed_job),
+        &[true],
+        intake.lease(),
+        intake.worker_id(),
+    )
+    .await
+    .expect("insert started");
+    let claimed = stored
+        .pop()
+        .and_then(|s| s.claimed)
+        .expect("stored started");
+    reservation.start(claimed).await;
+    assert!(matches!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        Event::Started { id, .. } if id == handed_job.id
+    ));
+
+    // The claim goes on and brings the queued job, for which there is no room now: it goes back.
+    blocker.rollback().await.expect("unlock");
+    let given_back = eventually(Duration::from_secs(5), || async {
+        count(
+            pool,
+            &format!(
+                "SELECT count(*) FROM jobs WHERE id = '{queued}' AND status = 'queued' \
+                   AND attempt = 0 AND worker_id IS NULL AND updated_at > created_at"
+            ),
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(
+        given_back,
+        "the claimed job was held for a slot the intake had taken"
+    );
+    assert_eq!(status(pool, handed_job.id).await, JobStatus::Running);
+    assert!(events.try_recv().is_err(), "the given-back job was started");
+
+    // Once the slot is free, it is claimed again and runs.
+    open.notify_one();
+    assert!(matches!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        Event::Started { id, .. } if id == queued
+    ));
+    open.notify_one();
+    assert!(reaches(pool, queued, JobStatus::Succeeded, Duration::from_secs(5)).await);
+    assert!(
+        reaches(
+            pool,
+            handed_job.id,
+            JobStatus::Succeeded,
+            Duration::from_secs(5)
+        )
+        .await
+    );
+    workers.shutdown(Duration::from_secs(5)).await;
+}

@@ -201,7 +201,8 @@ pub fn config(slots: usize, lease: Duration, retry_base: Duration) -> WorkerConf
 pub async fn listener_is_up(pool: &PgPool) -> bool {
     let listening: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity \
-         WHERE datname = current_database() AND query ILIKE '%LISTEN%jobdock_cancel%'",
+         WHERE datname = current_database() AND query ILIKE '%LISTEN%jobdock_cancel%' \
+           AND pid <> pg_backend_pid()",
     )
     .fetch_one(pool)
     .await

@@ -122,27 +122,15 @@ impl JobsApi {
                 fingerprint,
             });
         }
-        let mut handed = false;
         let inserted = if job.idempotency.is_some() {
-            store::jobs::insert_one(&self.state.pool, &job).await
-        } else if let Some(reservation) = self.idle_worker_for(&job) {
-            handed = true;
-            // Stored and claimed by this process's idle workers in one commit: it starts at once.
-            let stored = store::intake::insert_started(
-                &self.state.pool,
-                &job,
-                reservation.lease(),
-                reservation.worker_id(),
-            )
-            .await;
-            match stored {
-                Ok((accepted, claimed)) => {
-                    reservation.start(claimed).await;
-                    Ok(Inserted::Created(accepted))
-                }
-                Err(err) => Err(err),
+            let inserted = store::jobs::insert_one(&self.state.pool, &job).await;
+            if let Ok(Inserted::Created(job)) = &inserted {
+                self.state.announcer.submitted(&job.tenant);
             }
+            inserted
         } else {
+            // Grouped with concurrent submissions; the group announces its queued jobs, or hands them
+            // to this process's idle workers.
             match self.state.groups.insert(job).await {
                 Ok(job) => Ok(Inserted::Created(job)),
                 Err(err) => return err.problem().into(),
@@ -150,10 +138,6 @@ impl JobsApi {
         };
         if let Ok(Inserted::Created(job)) = &inserted {
             crate::metrics::job_submitted(&job.kind);
-            if !handed {
-                // Stored queued: idle workers anywhere should look (the intake's job is running already).
-                self.state.announcer.submitted(&job.tenant);
-            }
         }
         match inserted {
             Ok(Inserted::Created(job)) | Ok(Inserted::Existing(job)) => {
@@ -542,18 +526,6 @@ impl JobsApi {
 }
 
 impl JobsApi {
-    /// A slot of this process's workers for `job`, when they are idle and it is due now (see
-    /// [`crate::worker::intake`]).
-    fn idle_worker_for(
-        &self,
-        job: &crate::job::NewJob,
-    ) -> Option<crate::worker::intake::Reservation> {
-        if job.run_at.is_some_and(|at| at > chrono::Utc::now()) {
-            return None;
-        }
-        self.state.intake.as_ref()?.reserve(&job.kind, &job.tenant)
-    }
-
     /// Checks the job's `callback_url` against `[webhooks]` and stores it in its normal form.
     async fn check_callback(&self, job: &mut crate::job::NewJob) -> Result<(), String> {
         if let Some(url) = job.callback_url.take() {

@@ -118,6 +118,7 @@ pub(super) async fn run(
         occupied: 0,
         reserved: 0,
         completing: 0,
+        handed_during_claims: 0,
         refilling: 0,
         wakes: 0,
         tenants: None,
@@ -206,6 +207,9 @@ struct Dispatcher {
     reserved: usize,
     /// Results in statements in flight.
     completing: usize,
+    /// Jobs the API's intake handed in while claims were in flight, since none last was: at most these
+    /// many claimed jobs are given back for want of room (see [`Dispatcher::give_back_excess`]).
+    handed_during_claims: usize,
     /// Slots that statements in flight free and refill at once (per statement, the smaller of its results
     /// and its reservation). Whether such a statement commits or fails, these slots end up taken the same,
     /// so another claim need not keep them free.
@@ -432,6 +436,7 @@ impl Dispatcher {
                 }
                 if !self.draining {
                     self.start_waiting();
+                    self.give_back_excess();
                 }
             }
             Err(err) => {

@@ -44,15 +44,14 @@ impl Dispatcher {
         }
     }
 
-    /// Tells the API whether it may hand jobs over ([`super::intake`]): only while the last claim found
-    /// nothing, no claim is in flight and no claimed job waits, so no queued job is passed over. Results
+    /// Tells the API whether it may hand jobs over ([`super::intake`]): only while no claimed job waits
+    /// for a slot, so the handed jobs take only room nobody here is waiting for. A claim in flight does
+    /// not close it (under steady submissions one nearly always is, and the intake would never open):
+    /// should the claim bring jobs the handed ones took the room of, they go back to the queue at once
+    /// ([`Dispatcher::give_back_excess`]), and while they wait for a slot the intake is closed. Results
     /// being written do not matter.
     pub(super) fn publish_idle(&self) {
-        let idle = !self.want_jobs
-            && !self.draining
-            && self.reserved == 0
-            && self.local.is_empty()
-            && self.retry_at.is_none();
+        let idle = !self.draining && self.local.is_empty() && self.retry_at.is_none();
         self.shared
             .idle
             .store(idle, std::sync::atomic::Ordering::Release);
@@ -61,6 +60,9 @@ impl Dispatcher {
     /// A job the API stored and claimed for this pool, in a slot it reserved.
     pub(super) fn handed(&mut self, Handed { job, slot }: Handed) {
         self.occupied += 1;
+        if self.reserved > 0 {
+            self.handed_during_claims += 1;
+        }
         let stop = self.shared.running.insert(Lease {
             id: job.id,
             token: job.lease_token,
@@ -76,6 +78,7 @@ impl Dispatcher {
                 stop,
                 Some(slot),
             ));
+            self.give_back_excess();
         }
     }
 
@@ -95,6 +98,54 @@ impl Dispatcher {
             self.waiting_for_room = false;
             self.want_jobs = true;
         }
+    }
+
+    /// Gives back the newest waiting jobs while the pool holds more than its capacity, which the API's
+    /// intake can cause by taking slots while a claim was in flight: held here, they would wait for a
+    /// slot while another replica could start them now. Their places are free at once; the release runs
+    /// beside the loop, and jobs it could not release are rescued when their leases run out (they are
+    /// forgotten here either way, so no heartbeat keeps them).
+    /// Only as many as the intake handed in while claims were in flight: an excess of another origin (the
+    /// local queue's allowance shrinking as jobs slow down) waits as it always did, since giving back
+    /// would requeue those jobs behind newer ones.
+    pub(super) fn give_back_excess(&mut self) {
+        let excess = self
+            .occupied
+            .saturating_sub(self.capacity())
+            .min(self.local.len())
+            .min(self.handed_during_claims);
+        self.handed_during_claims = if self.reserved == 0 {
+            0
+        } else {
+            self.handed_during_claims - excess
+        };
+        if excess == 0 {
+            return;
+        }
+        let waiting = self.local.take_newest(excess);
+        self.occupied -= waiting.len();
+        let leases: Vec<Lease> = waiting
+            .iter()
+            .map(|w| Lease {
+                id: w.job.id,
+                token: w.job.lease_token,
+            })
+            .collect();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match leases::release_many(&shared.pool, &leases).await {
+                Ok(released) => tracing::debug!(
+                    released = released.len(),
+                    "gave back claimed jobs the API's intake had taken the room of"
+                ),
+                Err(err) => {
+                    tracing::warn!(error = %err, jobs = leases.len(), "giving back claimed jobs failed; they will be rescued")
+                }
+            }
+            for lease in &leases {
+                shared.running.remove(lease.id);
+            }
+        });
     }
 
     /// Shutdown: gives every waiting job back to the queue at once, in one statement. If that fails, the
