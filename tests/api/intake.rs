@@ -1,6 +1,7 @@
-//! The intake: a job submitted to a `serve` process whose workers are idle is stored and claimed in one
-//! commit (so its `started_at` is its `created_at`: one transaction, one `now()`), and every job that
-//! might have something ahead of it goes through the queue as usual.
+//! The intake: a job submitted to a `serve` process whose workers have room is stored and claimed in one
+//! commit (so its `started_at` is its `created_at`: one transaction, one `now()`); a job that must not skip
+//! the claim (a capped tenant's, one scheduled later) goes through the queue as usual, and queued jobs are
+//! announced to workers elsewhere once they have committed.
 
 use std::time::Duration;
 
