@@ -245,16 +245,23 @@ async fn a_job_cancelled_while_it_waits_for_room_ends_cancelled_without_running(
     workers.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Whether a claim statement of the workers is blocked waiting for a lock.
-async fn a_claim_is_blocked(pool: &sqlx::PgPool) -> bool {
+/// How many of the workers' connections whose last statement was a claim also meet `condition` (this
+/// probe's own query left out).
+async fn claim_connections(pool: &sqlx::PgPool, condition: &str) -> i64 {
     count(
         pool,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-           AND wait_event_type = 'Lock' AND query LIKE '%WITH done AS%' \
-           AND query NOT LIKE '%pg_stat_activity%'",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+               AND query LIKE '%WITH done AS%' AND query NOT LIKE '%pg_stat_activity%' \
+               AND {condition}"
+        ),
     )
     .await
-        > 0
+}
+
+/// Whether a claim statement of the workers is blocked waiting for a lock.
+async fn a_claim_is_blocked(pool: &sqlx::PgPool) -> bool {
+    claim_connections(pool, "wait_event_type = 'Lock'").await > 0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,14 +277,7 @@ async fn a_job_claimed_while_the_intake_took_its_slot_goes_back_to_the_queue_at_
     assert!(eventually(Duration::from_secs(5), || listener_is_up(pool)).await);
     // The first claim has been answered (found nothing) before the lock is taken.
     let first_claim_done = eventually(Duration::from_secs(5), || async {
-        count(
-            pool,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-               AND state = 'idle' AND query LIKE '%WITH done AS%' \
-               AND query NOT LIKE '%pg_stat_activity%'",
-        )
-        .await
-            > 0
+        claim_connections(pool, "state = 'idle'").await > 0
     })
     .await;
     assert!(first_claim_done);

@@ -124,13 +124,7 @@ impl Dispatcher {
         }
         let waiting = self.local.take_newest(excess);
         self.occupied -= waiting.len();
-        let leases: Vec<Lease> = waiting
-            .iter()
-            .map(|w| Lease {
-                id: w.job.id,
-                token: w.job.lease_token,
-            })
-            .collect();
+        let leases = leases_of(&waiting);
         let shared = self.shared.clone();
         tokio::spawn(async move {
             match leases::release_many(&shared.pool, &leases).await {
@@ -156,13 +150,7 @@ impl Dispatcher {
         }
         let waiting = self.local.take_all();
         self.occupied -= waiting.len();
-        let leases: Vec<Lease> = waiting
-            .iter()
-            .map(|w| Lease {
-                id: w.job.id,
-                token: w.job.lease_token,
-            })
-            .collect();
+        let leases = leases_of(&waiting);
         match leases::release_many(&self.shared.pool, &leases).await {
             Ok(released) => {
                 tracing::info!(
@@ -198,4 +186,15 @@ impl Dispatcher {
         let left_out = with_room.len() < unpaused.len();
         (with_room.into(), left_out)
     }
+}
+
+/// The leases of `waiting` jobs, to give them back.
+fn leases_of(waiting: &[Waiting]) -> Vec<Lease> {
+    waiting
+        .iter()
+        .map(|w| Lease {
+            id: w.job.id,
+            token: w.job.lease_token,
+        })
+        .collect()
 }
